@@ -206,14 +206,14 @@ class Seq2SeqAttnConfig(PretrainedConfig):
                 f"attention_size ({width}) must be divisible by num_attention_heads ({heads}); "
                 f"pick e.g. attention_size={width // heads * heads or heads}."
             )
-        if heads == 1 and self.attention_type in ("dot", "scaled_dot"):
-            if self.decoder_hidden_size != self.encoder_output_size:
-                raise ValueError(
-                    f"attention_type={self.attention_type!r} with one head compares the decoder state "
-                    f"(decoder_hidden_size={self.decoder_hidden_size}) with the encoder state "
-                    f"(encoder_output_size={self.encoder_output_size}) directly, so they must be equal. "
-                    "Use attention_type='general' or 'additive', num_attention_heads>1, or matching sizes."
-                )
+        direct = heads == 1 and self.attention_type in ("dot", "scaled_dot")
+        if direct and self.decoder_hidden_size != self.encoder_output_size:
+            raise ValueError(
+                f"attention_type={self.attention_type!r} with one head compares the decoder state "
+                f"(decoder_hidden_size={self.decoder_hidden_size}) with the encoder state "
+                f"(encoder_output_size={self.encoder_output_size}) directly, so they must be equal. "
+                "Use attention_type='general' or 'additive', num_attention_heads>1, or matching sizes."
+            )
 
     def _validate_special_tokens(self) -> None:
         vocab = min(self.vocab_size, self.target_vocab_size)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationMixin, PreTrainedModel
@@ -33,6 +34,12 @@ from .configuration_seq2seq_attn import Seq2SeqAttnConfig
 logger = logging.get_logger(__name__)
 
 RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
+# Written into every saved config so each Auto class finds the remote code, whichever head was saved.
+AUTO_MAP = {
+    "AutoConfig": "configuration_seq2seq_attn.Seq2SeqAttnConfig",
+    "AutoModel": "modeling_seq2seq_attn.Seq2SeqAttnModel",
+    "AutoModelForSeq2SeqLM": "modeling_seq2seq_attn.Seq2SeqAttnForConditionalGeneration",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,6 +504,39 @@ class Seq2SeqAttnPreTrainedModel(PreTrainedModel):
         # The decoder state is recurrent: it builds its own `Seq2SeqAttnCache` on the first step.
         return False
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, made strict for checkpoints from strangers.
+
+        * Only safetensors are read unless `use_safetensors=False` is passed (no pickle by default).
+        * A weights file that cannot be parsed (truncated, tampered) raises `ValueError` naming the folder.
+        * A checkpoint lacking any of the model's weights raises `ValueError` instead of silently
+          leaving them randomly initialised.
+        """
+        kwargs.setdefault("use_safetensors", True)
+        want_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        except SafetensorError as error:
+            raise ValueError(
+                f"The weights in {pretrained_model_name_or_path!s} cannot be read ({error}); the file is truncated "
+                "or corrupted. Download or save the model again."
+            ) from error
+        if info.get("missing_keys"):
+            raise ValueError(
+                f"The checkpoint in {pretrained_model_name_or_path!s} lacks weights {sorted(info['missing_keys'])[:5]}; "
+                "loading it would leave them random. Check the folder holds the full model saved with "
+                "`save_pretrained`, and that config.json matches it."
+            )
+        return (model, info) if want_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, with `auto_map` naming both heads (the base names only `self`'s)."""
+        self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
         # Built in `__init__` from both embedding flags; the base method would drop the encoder/decoder
         # sharing whenever `tie_word_embeddings` is False.
@@ -617,8 +657,10 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         if decoder_input_ids is None:
             raise ValueError("`decoder_input_ids` (or `labels`, from which they are made) are required.")
-        if decoder_input_ids.dim() != 2 or decoder_input_ids.shape[1] == 0:
-            raise ValueError(f"`decoder_input_ids` must be (batch, length>0); got {tuple(decoder_input_ids.shape)}.")
+        if decoder_input_ids.dim() != 2 or decoder_input_ids.numel() == 0:
+            raise ValueError(
+                f"`decoder_input_ids` must be a non-empty (batch, length) tensor; got {tuple(decoder_input_ids.shape)}."
+            )
         check_token_ids(decoder_input_ids, self.decoder.embed_tokens.num_embeddings, "decoder_input_ids")
         if encoder_outputs is None:
             if input_ids is None:

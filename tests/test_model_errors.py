@@ -1,0 +1,136 @@
+"""Bad input to the model and config gets a clear, actionable error — never a deep torch traceback."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from conftest import make_config, padded_batch
+from safetensors.torch import load_file, save_file
+
+from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Seq2SeqAttnForConditionalGeneration(make_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("good")
+    Seq2SeqAttnForConditionalGeneration(make_config()).save_pretrained(folder)
+    return folder
+
+
+def copy_of(folder, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(folder, target)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("rnn_type", "transformer", "'gru', 'lstm', 'rnn'"),
+        ("attention_type", "cosine", "'additive', 'dot', 'general', 'scaled_dot'"),
+        ("decoder_style", "fancy", "'bahdanau', 'luong'"),
+        ("bridge", "mean", "'linear', 'zero'"),
+        ("num_attention_heads", 3, "divisible by num_attention_heads"),
+        ("embedding_dropout", 1.5, "[0, 1)"),
+        ("vocab_size", 0, "positive integer"),
+        ("pad_token_id", 99, "not a token id"),
+    ],
+)
+def test_bad_config_values_name_the_allowed_values(field, value, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        make_config(**{field: value})
+
+
+def test_dot_attention_with_mismatched_sizes_explains_the_fix():
+    with pytest.raises(ValueError, match="must be equal"):
+        Seq2SeqAttnConfig(attention_type="dot", encoder_hidden_size=8, decoder_hidden_size=32)
+
+
+def test_config_file_with_out_of_range_value_is_rejected_on_load(saved, tmp_path):
+    folder = copy_of(saved, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["num_attention_heads"] = -2
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        Seq2SeqAttnForConditionalGeneration.from_pretrained(folder)
+
+
+def test_token_ids_outside_vocabulary(model):
+    source = padded_batch([4, 3])
+    source[0, 1] = 99
+    with pytest.raises(ValueError, match="token id 99, outside the model's vocabulary"):
+        model(input_ids=source, decoder_input_ids=padded_batch([2, 2]))
+    with pytest.raises(ValueError, match="decoder_input_ids"):
+        model(input_ids=padded_batch([4, 3]), decoder_input_ids=torch.tensor([[1, 50], [1, 2]]))
+    with pytest.raises(ValueError, match="labels"):
+        model(input_ids=padded_batch([4, 3]), labels=torch.tensor([[5, 77], [5, -100]]))
+
+
+def test_empty_batch_and_all_padding(model):
+    with pytest.raises(ValueError, match="non-empty"):
+        model(input_ids=torch.zeros(0, 5, dtype=torch.long), decoder_input_ids=torch.zeros(0, 1, dtype=torch.long))
+    source = padded_batch([4, 3])
+    source[1] = 0
+    with pytest.raises(ValueError, match=r"\[1\] are all padding"):
+        model(input_ids=source, decoder_input_ids=padded_batch([2, 2]))
+    with pytest.raises(ValueError, match="all padding"):
+        model.generate(source, max_new_tokens=3)
+
+
+def test_mismatched_or_left_padded_mask(model):
+    source = padded_batch([4, 3])
+    with pytest.raises(ValueError, match="attention_mask` has shape"):
+        model(input_ids=source, attention_mask=torch.ones(2, 7), decoder_input_ids=padded_batch([2, 2]))
+    left = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    with pytest.raises(ValueError, match="right-padded"):
+        model(input_ids=source, attention_mask=left, decoder_input_ids=padded_batch([2, 2]))
+
+
+def test_batch_size_mismatch(model):
+    with pytest.raises(ValueError, match="differ"):
+        model(input_ids=padded_batch([4, 3]), decoder_input_ids=padded_batch([2, 2, 2]))
+
+
+def test_missing_weights_file(saved, tmp_path):
+    folder = copy_of(saved, tmp_path)
+    os.remove(folder / "model.safetensors")
+    with pytest.raises(OSError, match="model.safetensors"):
+        Seq2SeqAttnForConditionalGeneration.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "tamper_header"])
+def test_corrupted_weights_file(saved, tmp_path, damage):
+    folder = copy_of(saved, tmp_path)
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[10] = ord("X")
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        Seq2SeqAttnForConditionalGeneration.from_pretrained(folder)
+
+
+def test_checkpoint_missing_a_tensor_is_not_silently_random(saved, tmp_path):
+    folder = copy_of(saved, tmp_path)
+    weights = load_file(folder / "model.safetensors")
+    weights.pop("model.decoder.readout.weight")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="lacks weights"):
+        Seq2SeqAttnForConditionalGeneration.from_pretrained(folder)
+
+
+def test_pickle_weights_are_not_loaded_by_default(saved, tmp_path):
+    folder = copy_of(saved, tmp_path)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    os.remove(folder / "model.safetensors")
+    with pytest.raises(OSError):
+        Seq2SeqAttnForConditionalGeneration.from_pretrained(folder)
