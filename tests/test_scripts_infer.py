@@ -1,0 +1,130 @@
+"""The inference scripts, called in-process through `main(argv)`: translate, evaluate, plot_attention."""
+
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_inference_model import PAIRS, SOURCES, save_tiny_model
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_scripts"))
+
+
+@pytest.fixture(scope="module")
+def translate_script():
+    return load_script("translate")
+
+
+def test_translate_file_to_file(folder, translate_script, tmp_path, capsys):
+    source = tmp_path / "input.txt"
+    sentences = [*SOURCES, "", "el gato"]  # an empty line still gets an output line
+    source.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    output = tmp_path / "output.txt"
+    argv = ["--model", folder, "--input", str(source), "--output", str(output), "--num_beams", "2"]
+    assert translate_script.main(argv) == 0
+    lines = output.read_text(encoding="utf-8").split("\n")
+    assert lines[-1] == ""  # trailing newline
+    assert len(lines[:-1]) == len(sentences)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"{len(sentences)}/{len(sentences)}" in captured.err and "sent/s" in captured.err  # progress bar
+
+
+def test_translate_stdin_to_stdout_with_nbest_scores(folder, translate_script, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hola mundo\r\nbuenos dias\n"))
+    argv = ["--model", folder, "--num_beams", "3", "--n_best", "2", "--scores", "--max_new_tokens", "4"]
+    assert translate_script.main(argv) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 2 * 2
+    scores = [float(line.split("\t", 1)[0]) for line in lines]
+    assert scores[0] >= scores[1] and scores[2] >= scores[3]
+    assert "sent/s" not in captured.err and "2/2" not in captured.err  # no translation progress bar for stdin
+
+
+def test_translate_plain_stdin(folder, translate_script, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hola mundo\nel gato negro\n\n"))
+    assert translate_script.main(["--model", folder, "--num_beams", "1"]) == 0
+    assert len(capsys.readouterr().out.split("\n")) == 3 + 1
+
+
+def test_translate_reports_bad_input(folder, translate_script, tmp_path, capsys):
+    source = tmp_path / "latin1.txt"
+    source.write_bytes("hola\nadiós\n".encode("latin-1"))
+    assert translate_script.main(["--model", folder, "--input", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "line 2" in err and err.count("\n") == 1
+
+    assert translate_script.main(["--model", str(tmp_path / "missing"), "--input", str(source)]) == 2
+    assert "line 2" in capsys.readouterr().err  # input is checked before the model is loaded
+
+    source.write_text("hola\n", encoding="utf-8")
+    assert translate_script.main(["--model", str(tmp_path / "missing"), "--input", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No model folder") and err.count("\n") == 1
+    assert translate_script.main(["--model", folder, "--input", str(source), "--top_k", "3"]) == 2
+    assert "do_sample" in capsys.readouterr().err
+
+
+def test_evaluate_translation_prints_bleu_and_chrf(folder, tmp_path, capsys):
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text("".join(json.dumps({"src": s, "tgt": t}) + "\n" for s, t in PAIRS), encoding="utf-8")
+    predictions = tmp_path / "predictions.txt"
+    argv = [
+        "--model", folder, "--test_file", str(test_file), "--source_column", "src", "--target_column", "tgt",
+        "--num_beams", "2", "--predictions_file", str(predictions), "--no_progress",
+    ]  # fmt: skip
+    assert load_script("evaluate").main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"bleu", "chrf"} <= metrics.keys()
+    assert metrics["num_examples"] == len(PAIRS)
+    assert len(predictions.read_text(encoding="utf-8").splitlines()) == len(PAIRS)
+
+
+def test_evaluate_g2p_groups_alternatives(folder, tmp_path, capsys):
+    test_file = tmp_path / "test.tsv"
+    rows = ["source\ttarget", "hola\tK AE1 T", "gato\tK AE1 T", "hola\tK AH0 T"]
+    test_file.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    predictions = tmp_path / "predictions.jsonl"
+    argv = ["--model", folder, "--test_file", str(test_file), "--task", "g2p", "--num_beams", "1"]
+    assert load_script("evaluate").main([*argv, "--predictions_file", str(predictions), "--no_progress"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"exact_match", "wer", "per"} <= metrics.keys()
+    assert metrics["num_examples"] == 2
+    records = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
+    assert [record["references"] for record in records] == [["K AE1 T", "K AH0 T"], ["K AE1 T"]]
+
+    assert load_script("evaluate").main([*argv, "--source_column", "word"]) == 2
+    assert "no column 'word'" in capsys.readouterr().err
+
+
+def test_plot_attention_writes_png(folder, tmp_path, capsys):
+    output = tmp_path / "plots" / "attention.png"
+    argv = ["--model", folder, "--source", "el gato negro", "--output", str(output), "--max_new_tokens", "5"]
+    assert load_script("plot_attention").main(argv) == 0
+    assert output.read_bytes().startswith(PNG_SIGNATURE)
+    assert "1-head attention" in capsys.readouterr().out
+
+
+def test_plot_attention_one_panel_per_head(tmp_path, capsys):
+    folder = save_tiny_model(tmp_path / "heads", num_attention_heads=2, attention_size=8)
+    output = tmp_path / "heads.png"
+    argv = ["--model", folder, "--source", "hola mundo", "--output", str(output), "--max_new_tokens", "3"]
+    assert load_script("plot_attention").main(argv) == 0
+    assert output.read_bytes().startswith(PNG_SIGNATURE)
+    assert "2-head attention" in capsys.readouterr().out
