@@ -613,6 +613,7 @@ def finish(
 
     model = trainer.model.eval()
     output_dir = args.output_dir
+    set_generation_defaults(model, data, tokenizer)  # Seq2SeqTrainer writes its eval lengths into it
     trainer.save_model(output_dir)
     tokenizer.save_pretrained(output_dir)
     add_pipeline_to_folder(output_dir)
