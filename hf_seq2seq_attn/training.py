@@ -144,6 +144,31 @@ def check_output_dir(path: str, needed_bytes: int) -> None:
         )
 
 
+# What `Trainer._save_checkpoint` writes; a folder without all of them was cut off mid-write.
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json")
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` folder holding every file a resume needs, skipping half-written ones.
+
+    A run killed while saving (SIGKILL, power loss) leaves a partial newest checkpoint; resuming from
+    it would fail, so fall back to the one before and say so.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted(
+        (int(name.split("-")[1]) for name in os.listdir(output_dir) if name.startswith("checkpoint-") and name.split("-")[1].isdigit()),
+        reverse=True,
+    )
+    for step in steps:
+        folder = os.path.join(output_dir, f"checkpoint-{step}")
+        missing = [f for f in CHECKPOINT_FILES if not os.path.exists(os.path.join(folder, f))]
+        if not missing:
+            return folder
+        logger.warning("Skipping incomplete %s (missing %s): it was cut off while being written.", folder, ", ".join(missing))
+    return None
+
+
 def model_bytes(model: torch.nn.Module) -> int:
     """Bytes of one saved copy of the weights (tied tensors once)."""
     return sum(p.numel() * p.element_size() for p in model.parameters())

@@ -33,7 +33,6 @@ from transformers import (
     Seq2SeqTrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
 from hf_seq2seq_attn.data import (
@@ -56,6 +55,7 @@ from hf_seq2seq_attn.training import (
     Seq2SeqAttnTrainer,
     TimeBudget,
     check_output_dir,
+    last_complete_checkpoint,
     metrics_function,
     model_bytes,
     task_metrics,
@@ -468,7 +468,7 @@ def run(argv: list[str]) -> int:
     set_seed(args.seed)
     resume = args.resume_from_checkpoint
     if resume in ("True", "true", "last"):
-        resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        resume = last_complete_checkpoint(args.output_dir)
         if resume is None:
             raise DataError(
                 f"--resume_from_checkpoint: no checkpoint-* folder in {args.output_dir!r} to resume from."

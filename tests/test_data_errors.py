@@ -49,7 +49,7 @@ def test_empty_lines_are_ignored_but_empty_strings_are_reported_or_skipped(tmp_p
 
 
 def test_non_utf8_bytes_name_the_line(tmp_path):
-    path = write(tmp_path / "a.tsv", "source\ttarget\nhola\thello\n".encode() + b"caf\xe9\tcoffee\n")
+    path = write(tmp_path / "a.tsv", b"source\ttarget\nhola\thello\n" + b"caf\xe9\tcoffee\n")
     with pytest.raises(DataError, match=r"a\.tsv:3: byte 0xe9 is not UTF-8"):
         read_parallel(path)
 
