@@ -295,6 +295,8 @@ class Seq2SeqAttnCache:
         mask: `(B, S)` bool source mask.
         feed: `(B, E)` previous attentional state (Luong input feeding), else None.
         seen_tokens: number of target tokens consumed so far.
+        groups: `(B,)` labels shared by adjacent rows whose keys, values and mask are identical (the
+            beams of one source); made by the first [`reorder_cache`], None before.
     """
 
     is_compileable = False
@@ -308,10 +310,12 @@ class Seq2SeqAttnCache:
         mask: torch.Tensor,
         feed: torch.Tensor | None,
         seen_tokens: int = 0,
+        groups: torch.Tensor | None = None,
     ):
         self.hidden, self.cell, self.feed = hidden, cell, feed
         self.keys, self.values, self.mask = keys, values, mask
         self.seen_tokens = seen_tokens
+        self.groups = groups
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
@@ -323,16 +327,27 @@ class Seq2SeqAttnCache:
             self.cell = self.cell.index_select(1, beam_idx)
         if self.feed is not None:
             self.feed = self.feed.index_select(0, beam_idx)
-        # Keys/values/mask only change when beams of *different* sources mix, which beam search never
-        # does, but selecting keeps the cache correct for any caller.
-        if not torch.equal(beam_idx, torch.arange(beam_idx.numel(), device=beam_idx.device)):
+        # Keys/values/mask are per source and beam search only shuffles the beams of one source, whose
+        # rows are copies: copy them (B*S*(D+K) floats) only when a row takes a row with other contents.
+        if self.groups is None:
+            self.groups = equal_row_groups(self.keys, self.values, self.mask)
+        if not torch.equal(self.groups.index_select(0, beam_idx), self.groups):
             self.keys = self.keys.index_select(0, beam_idx)
             self.values = self.values.index_select(0, beam_idx)
             self.mask = self.mask.index_select(0, beam_idx)
+            self.groups = self.groups.index_select(0, beam_idx)
 
     @property
     def rnn_state(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.hidden if self.cell is None else (self.hidden, self.cell)
+
+
+def equal_row_groups(*tensors: torch.Tensor) -> torch.Tensor:
+    """`(B,)` labels, one per run of adjacent rows that are identical in every (batch-first) tensor."""
+    same = torch.ones(tensors[0].shape[0] - 1, dtype=torch.bool, device=tensors[0].device)  # (B-1,)
+    for tensor in tensors:
+        same &= (tensor[1:] == tensor[:-1]).flatten(1).all(dim=1)
+    return torch.cat([same.new_zeros(1), ~same]).long().cumsum(0)  # a new label where a row differs
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +447,8 @@ class Seq2SeqAttnDecoder(nn.Module):
         context, weights = self.attention(states, cache.keys, cache.values, cache.mask)  # (B, T, K)
         features = torch.tanh(self.readout(torch.cat([context, states], dim=-1)))  # (B, T, E)
         hidden, cell = final if isinstance(final, tuple) else (final, None)
-        return features, Seq2SeqAttnCache(hidden, cell, cache.keys, cache.values, cache.mask, None), weights
+        new_cache = Seq2SeqAttnCache(hidden, cell, cache.keys, cache.values, cache.mask, None, groups=cache.groups)
+        return features, new_cache, weights
 
     def _stepwise(self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache):
         """Bahdanau, or Luong with input feeding: attention and RNN interleave step by step."""
@@ -441,6 +457,8 @@ class Seq2SeqAttnDecoder(nn.Module):
         weight_ih0 = rnn.weight_ih_l0
         # The embedding part of layer 0's input projection, for every step in one matmul.
         gates_emb = F.linear(embeddings, weight_ih0[:, :emb], rnn.bias_ih_l0)  # (B, T, G)
+        # unbind, not gates_emb[:, t]: each select's backward zero-fills and adds a full (B, T, G) grad.
+        gates_emb_steps = gates_emb.unbind(1)  # T x (B, G)
         weight_ctx = weight_ih0[:, emb:]  # acts on c_t (Bahdanau) or ~h_{t-1} (input feeding)
         hidden = list(cache.hidden.unbind(0))  # L x (B, H)
         cell = list(cache.cell.unbind(0)) if cache.cell is not None else [None] * layers
@@ -449,9 +467,9 @@ class Seq2SeqAttnDecoder(nn.Module):
         for t in range(embeddings.shape[1]):
             if self.style == "bahdanau":
                 context, weights = self.attention(hidden[-1].unsqueeze(1), cache.keys, cache.values, cache.mask)
-                gates_x = gates_emb[:, t] + F.linear(context[:, 0], weight_ctx)  # (B, G)
+                gates_x = gates_emb_steps[t] + F.linear(context[:, 0], weight_ctx)  # (B, G)
             else:
-                gates_x = gates_emb[:, t] + F.linear(feed, weight_ctx)
+                gates_x = gates_emb_steps[t] + F.linear(feed, weight_ctx)
             for layer in range(layers):
                 if layer > 0:
                     below = F.dropout(hidden[layer - 1], self.config.rnn_dropout, self.training)
@@ -485,6 +503,7 @@ class Seq2SeqAttnDecoder(nn.Module):
             cache.values,
             cache.mask,
             feed,
+            groups=cache.groups,
         )
         return features, new_cache, torch.cat(all_weights, dim=2)  # weights (B, N, T, S)
 

@@ -117,3 +117,17 @@ def test_each_generated_token_costs_one_decoder_step(model, monkeypatch):
     model.generate(padded_batch([5, 3]), max_new_tokens=6, min_new_tokens=6, num_beams=3)
     assert seen == [1] * 6
     assert len(encoder_calls) == 1
+
+
+def test_reorder_cache_copies_keys_only_when_rows_of_different_sources_mix():
+    from hf_seq2seq_attn.modeling_seq2seq_attn import Seq2SeqAttnCache
+
+    keys = torch.arange(3.0).repeat_interleave(2)[:, None, None, None].expand(6, 1, 2, 3).contiguous()  # 3 sources x 2 beams
+    mask = torch.ones(6, 2, dtype=torch.bool)
+    cache = Seq2SeqAttnCache(torch.randn(1, 6, 4), None, keys, keys.clone(), mask, None)
+    within = torch.tensor([1, 0, 2, 2, 5, 4])  # beams shuffled within each source
+    cache.reorder_cache(within)
+    assert cache.keys is keys  # nothing copied
+    across = torch.tensor([2, 2, 0, 1, 4, 5])  # rows of source 1 replace those of source 0
+    cache.reorder_cache(across)
+    assert torch.equal(cache.keys, keys.index_select(0, across))
