@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import SequentialSampler
 from transformers import Seq2SeqTrainer, TrainerCallback
 
 from .metrics import exact_match, phoneme_error_rate, translation_metrics, word_error_rate
@@ -82,6 +83,13 @@ class Seq2SeqAttnTrainer(Seq2SeqTrainer):
             warmup = self.args.get_warmup_steps(num_training_steps)
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, self.time_budget.lr_factor(warmup))
         return self.lr_scheduler
+
+    def _get_eval_sampler(self, eval_dataset):
+        # transformers 5 groups *evaluation* batches by length too when training does; predictions then
+        # come back shuffled and metrics against references in dataset order are meaningless.
+        if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)

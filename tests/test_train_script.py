@@ -199,3 +199,18 @@ def test_two_process_ddp_with_torchrun(data_dir, tmp_path):
     assert (output / "model.safetensors").exists()
     args = __import__("torch").load(output / "training_args.bin", weights_only=False)
     assert args.world_size == 2
+
+
+def test_validation_metrics_line_up_with_references_under_length_grouping(data_dir, tmp_path):
+    """transformers 5 length-groups eval batches too; our trainer keeps evaluation in dataset order."""
+    from datasets import Dataset
+    from transformers import Seq2SeqTrainingArguments
+
+    from hf_seq2seq_attn.training import Seq2SeqAttnTrainer
+
+    lengths = [5, 1, 9, 2, 7, 3, 8, 4]
+    dataset = Dataset.from_dict({"input_ids": [[5] * n for n in lengths]})
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), train_sampling_strategy="group_by_length",
+                                    per_device_eval_batch_size=2, report_to="none")
+    trainer = Seq2SeqAttnTrainer(model=__import__("torch").nn.Linear(1, 1), args=args)
+    assert list(trainer._get_eval_sampler(dataset)) == list(range(len(lengths)))
