@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -81,7 +82,7 @@ def render_model_card(
         target_lang=target_lang,
         results_table=_table({METRIC_NAMES.get(k, k): f"{v:.2f}" for k, v in test_metrics.items()}, ("metric", "test")),
         repo_id=repo_id,
-        example_source=example_source,
+        example_source=json.dumps(example_source, ensure_ascii=False),  # a Python string literal, readable
         num_beams=generation.get("num_beams", 1),
         length_penalty=generation.get("length_penalty", 1.0),
         config_table=_table({name: getattr(config, name) for name in fields}),

@@ -272,6 +272,10 @@ def parse(argv: list[str]) -> tuple:
             raise DataError(f"--preset must be one of {sorted(PRESETS)}; got {name!r}.")
         preset_args = [item for key, value in PRESETS[name].items() for item in (f"--{key}", str(value))]
         argv = argv[:index] + argv[index + 2 :]
+    if "--use_cpu" not in argv and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # transformers 5 forms the CPU (gloo) process group only with use_cpu; without it every rank
+        # would silently train alone. It must be set at parse time: devices are set up in __post_init__.
+        argv = [*argv, "--use_cpu", "True"]
     parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
     if not preset_args and "--output_dir" not in argv:
         argv = [*argv, "--output_dir", "outputs/model"]
@@ -544,7 +548,11 @@ def finish(
     trainer.save_model(output_dir)
     tokenizer.save_pretrained(output_dir)
     add_pipeline_to_folder(output_dir)
-    results: dict[str, object] = {"train_minutes": round(train_minutes, 2), **train_result.metrics}
+    results: dict[str, object] = {
+        "train_minutes": round(train_minutes, 2),
+        "world_size": args.world_size,
+        **train_result.metrics,
+    }
     test_metrics: dict[str, float] = {}
     samples: list[tuple[str, str, str]] = []
     if splits.test is not None:

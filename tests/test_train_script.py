@@ -197,8 +197,7 @@ def test_two_process_ddp_with_torchrun(data_dir, tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (output / "model.safetensors").exists()
-    args = __import__("torch").load(output / "training_args.bin", weights_only=False)
-    assert args.world_size == 2
+    assert json.loads((output / "results.json").read_text())["world_size"] == 2
 
 
 def test_validation_metrics_line_up_with_references_under_length_grouping(data_dir, tmp_path):
@@ -214,3 +213,20 @@ def test_validation_metrics_line_up_with_references_under_length_grouping(data_d
                                     per_device_eval_batch_size=2, report_to="none")
     trainer = Seq2SeqAttnTrainer(model=__import__("torch").nn.Linear(1, 1), args=args)
     assert list(trainer._get_eval_sampler(dataset)) == list(range(len(lengths)))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_with_accelerate_launch(data_dir, tmp_path):
+    # `--cpu --num_processes 2` silently starts one process; `--multi_gpu` starts two, and train.py adds use_cpu (gloo).
+    output = tmp_path / "accelerate"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "scripts" / "train.py"),
+        "--train_file", str(data_dir / "train.jsonl"), "--test_file", str(data_dir / "test.jsonl"),
+        "--output_dir", str(output), "--max_steps", "4", "--save_strategy", "no", *TINY,
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads((output / "results.json").read_text())["world_size"] == 2
+    assert (output / "model.safetensors").exists()
