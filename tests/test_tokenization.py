@@ -1,22 +1,21 @@
 """Tokenizer training, encoding/decoding round trips, save/load, and config checks."""
 
+import gzip
 import json
 import os
 from itertools import islice
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from transformers import AutoTokenizer
 
+from hf_seq2seq_attn.data import bundled_path
 from hf_seq2seq_attn.tokenization_seq2seq_attn import (
     SPECIAL_TOKENS,
     check_tokenizer_matches_config,
     load_tokenizer,
     train_tokenizer,
 )
-
-BIBLE_TRAIN = Path("/work/shared/data/bible_es_en/train.jsonl")
 
 ENGLISH = [
     "the cat sat on the mat.",
@@ -34,9 +33,7 @@ def _round_trip(tokenizer, text: str) -> str:
 
 @pytest.fixture(scope="module")
 def bible_texts() -> list[str]:
-    if not BIBLE_TRAIN.exists():
-        pytest.skip(f"{BIBLE_TRAIN} is not available")
-    with BIBLE_TRAIN.open(encoding="utf-8") as handle:
+    with gzip.open(bundled_path("train"), "rt", encoding="utf-8") as handle:  # ships with the package
         rows = [json.loads(line) for line in islice(handle, 2000)]
     return [row["source"] for row in rows] + [row["target"] for row in rows]
 
