@@ -19,7 +19,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).parent / "bundled_data"
 DEMO_DATASET = "bible_es_en"
 BAD_ROW_POLICIES = ("error", "skip")
 
