@@ -8,19 +8,10 @@ import textwrap
 
 import pytest
 import torch
-from conftest import make_config, padded_batch
+from conftest import BLOCK_PACKAGE, make_config, padded_batch
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration, Seq2SeqAttnModel
-
-BLOCK_PACKAGE = """
-import importlib.abc, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "hf_seq2seq_attn" or name.startswith("hf_seq2seq_attn."):
-            raise ImportError("hf_seq2seq_attn is deliberately not importable in this process")
-sys.meta_path.insert(0, _Block())
-"""
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import BLOCK_PACKAGE
 from tiny_inference_model import SOURCES, build_tiny_model, save_tiny_model
 from transformers import pipeline
 
@@ -98,15 +99,7 @@ def test_add_pipeline_to_folder(folder, tmp_path):
 
 FRESH_PROCESS = textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class BlockPackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_seq2seq_attn" or name.startswith("hf_seq2seq_attn."):
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockPackage())
+    import json, sys
     from transformers import pipeline
 
     translator = pipeline("translation", model=sys.argv[1], trust_remote_code=True, device="cpu")
@@ -128,7 +121,7 @@ def test_pipeline_from_folder_in_fresh_process_without_the_package(folder, model
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_MODULES_CACHE")}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
     completed = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, folder, SOURCES[0], json.dumps(SOURCES[:2])],
+        [sys.executable, "-c", BLOCK_PACKAGE + FRESH_PROCESS, folder, SOURCES[0], json.dumps(SOURCES[:2])],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -11,16 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import BLOCK_PACKAGE
 
 REPO = Path(__file__).resolve().parents[1]
-BLOCK_PACKAGE = """
-import importlib.abc, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "hf_seq2seq_attn" or name.startswith("hf_seq2seq_attn."):
-            raise ImportError("blocked")
-sys.meta_path.insert(0, _Block())
-"""
 WORDS = ["uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho"]
 ENGLISH = ["one", "two", "three", "four", "five", "six", "seven", "eight"]
 
