@@ -1,8 +1,8 @@
 """Offline evaluation metrics: BLEU / chrF for translation, WER / PER / exact match for G2P.
 
 BLEU and chrF call `sacrebleu` directly with its defaults (13a tokenisation for BLEU), so scores match
-the `sacrebleu` command line. We do not go through `evaluate.load("sacrebleu")`, which fetches the
-metric script from the Hugging Face Hub and so fails offline.
+the `sacrebleu` command line. We do not go through the `evaluate` library's loader: it fetches the
+sacrebleu metric script from the Hugging Face Hub at run time and so fails offline.
 
 The G2P metrics accept several references per item (e.g. the alternative CMUdict pronunciations of a
 word); an item counts as correct if it matches any of them.
