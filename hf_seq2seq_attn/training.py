@@ -6,7 +6,6 @@ Kept in the package (not the script) so they are importable and testable on thei
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import time
@@ -41,7 +40,6 @@ class TimeBudget(TrainerCallback):
             raise ValueError(f"The time budget must be positive; got {minutes} minutes.")
         self.seconds = minutes * 60.0
         self.start: float | None = None
-        self.stopped_early = False
 
     def fraction(self) -> float:
         """Share of the budget spent, 0 before training starts."""
@@ -59,7 +57,6 @@ class TimeBudget(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.fraction() >= 1.0:
-            self.stopped_early = True
             control.should_training_stop = True
             control.should_evaluate = args.eval_strategy != "no"
             control.should_save = True
@@ -180,7 +177,3 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
 def model_bytes(model: torch.nn.Module) -> int:
     """Bytes of one saved copy of the weights (tied tensors once)."""
     return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
