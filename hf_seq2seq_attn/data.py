@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,20 +58,25 @@ def _file_format(path: str) -> str:
     raise DataError(f"{path}: unknown file type; use .jsonl, .json, .csv or .tsv (optionally .gz).")
 
 
+def utf8_lines(raw_lines: Iterable[bytes], name: str) -> Iterator[tuple[int, str]]:
+    """Decode byte lines to `(line_number, text)`; a non-UTF-8 byte is a `DataError` naming line and column."""
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            bad = raw[error.start : error.start + 1].hex()
+            raise DataError(
+                f"{name}:{number}: byte 0x{bad} is not UTF-8 (line {number}, column {error.start + 1}). "
+                "Re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+            ) from None
+
+
 def _read_text(path: str) -> Iterator[tuple[int, str]]:
-    """Yield `(line_number, line)`; a non-UTF-8 byte is reported with its line."""
+    """Yield `(line_number, line)` of a (possibly gzipped) UTF-8 file."""
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    yield number, raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    bad = raw[error.start : error.start + 1].hex()
-                    raise DataError(
-                        f"{path}:{number}: byte 0x{bad} is not UTF-8. Re-encode the file as UTF-8 "
-                        "(e.g. `iconv -f latin1 -t utf-8`)."
-                    ) from None
+            yield from utf8_lines(handle, path)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file.") from None
     except (gzip.BadGzipFile, EOFError) as error:

@@ -18,6 +18,7 @@ try:
 except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hf_seq2seq_attn.data import utf8_lines  # noqa: E402
 from hf_seq2seq_attn.inference import (  # noqa: E402
     add_generation_arguments,
     generation_kwargs_from_args,
@@ -40,27 +41,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def decode_lines(lines: list[bytes | str], name: str) -> list[str]:
-    """Decode UTF-8 lines and drop line endings; `ValueError` names the first undecodable line."""
-    sentences = []
-    for number, line in enumerate(lines, start=1):
-        if isinstance(line, bytes):
-            try:
-                line = line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{name}: line {number} is not valid UTF-8 ({err.reason}).") from None
-        sentences.append(line.rstrip("\r\n"))
-    if sentences and sentences[0].startswith("\ufeff"):
+def read_sentences(path: str | None) -> list[str]:
+    """One sentence per line of `path` (stdin when None); a non-UTF-8 line is reported by number."""
+    if path is None:
+        name, raw = "stdin", getattr(sys.stdin, "buffer", sys.stdin).readlines()  # bytes when possible
+    else:
+        with open(path, "rb") as handle:
+            name, raw = path, handle.readlines()
+    lines = raw if raw and isinstance(raw[0], str) else [text for _, text in utf8_lines(raw, name)]
+    sentences = [line.rstrip("\r\n") for line in lines]
+    if sentences and sentences[0].startswith("\ufeff"):  # a byte-order mark is not part of the text
         sentences[0] = sentences[0][1:]
     return sentences
-
-
-def read_sentences(path: str | None) -> list[str]:
-    if path is None:
-        stream = getattr(sys.stdin, "buffer", sys.stdin)  # bytes when possible, to report bad lines
-        return decode_lines(stream.readlines(), "stdin")
-    with open(path, "rb") as handle:
-        return decode_lines(handle.readlines(), path)
 
 
 def format_lines(results: list, scores: bool) -> list[str]:
