@@ -153,11 +153,29 @@ def read_parallel(
     Raises:
         DataError: naming the file, the line and the fix.
     """
+    kind = _file_format(path)
+    columns = (source_column, target_column, source_lang, target_lang)
+    return pairs_from_records(_records(path, kind), path, *columns, bad_rows=bad_rows, kind=kind)
+
+
+def pairs_from_records(
+    records: Iterable[tuple[int, dict]],
+    path: str,
+    source_column: str = "source",
+    target_column: str = "target",
+    source_lang: str | None = None,
+    target_lang: str | None = None,
+    bad_rows: str = "error",
+    kind: str = "json",
+) -> ParallelData:
+    """(source, target) pairs from numbered records (file rows, or a `datasets` split's rows).
+
+    Checks every record as [`read_parallel`] describes; `path` and the numbers locate errors.
+    """
     if bad_rows not in BAD_ROW_POLICIES:
         raise DataError(f"bad_rows must be one of {BAD_ROW_POLICIES}; got {bad_rows!r}.")
-    kind = _file_format(path)
     data = ParallelData([], [], path)
-    for number, record in _records(path, kind):
+    for number, record in records:
         source = _field(record, source_column, source_lang)
         target = _field(record, target_column, target_lang)
         for name, column, lang in (("source", source_column, source_lang), ("target", target_column, target_lang)):

@@ -41,6 +41,7 @@ from hf_seq2seq_attn.data import (
     bundled_path,
     cmudict_g2p_splits,
     expand_pronunciations,
+    pairs_from_records,
     read_parallel,
 )
 from hf_seq2seq_attn.hub import push_folder, render_model_card
@@ -319,7 +320,7 @@ def load_splits(data: DataArguments) -> Splits:
             target_lang="en",
         )
     elif data.dataset_name:
-        splits = _hub_splits(data)
+        splits = _hub_splits(data, read)
     else:
         if not data.train_file:
             raise DataError(
@@ -341,7 +342,7 @@ def load_splits(data: DataArguments) -> Splits:
     return splits
 
 
-def _hub_splits(data: DataArguments) -> Splits:
+def _hub_splits(data: DataArguments, read: dict) -> Splits:
     """A `datasets` Hub dataset (needs network; fails with a clear message offline)."""
     import datasets
 
@@ -355,15 +356,7 @@ def _hub_splits(data: DataArguments) -> Splits:
     def convert(split: str) -> ParallelData | None:
         if split not in raw:
             return None
-        rows = raw[split]
-        sources, targets = [], []
-        for row in rows:
-            s, t = row[data.source_column], row[data.target_column]
-            if data.source_lang:
-                s, t = s[data.source_lang], t[data.target_lang]
-            sources.append(str(s).strip())
-            targets.append(str(t).strip())
-        return ParallelData(sources, targets, f"{data.dataset_name}:{split}")
+        return pairs_from_records(enumerate(raw[split], start=1), f"{data.dataset_name}:{split}", **read)
 
     return Splits(
         convert("train"),

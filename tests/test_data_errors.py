@@ -88,3 +88,19 @@ def test_nested_translation_column(tmp_path):
     assert data.sources == ["hola"] and data.targets == ["hello"]
     with pytest.raises(DataError, match="no language 'fr'"):
         read_parallel(path, "translation", "translation", "fr", "en")
+
+
+def test_hub_dataset_rows_get_the_same_checks():
+    """train.py feeds `datasets` splits (Hub data) through the same record checks as local files."""
+    from datasets import Dataset
+
+    from hf_seq2seq_attn.data import pairs_from_records
+
+    rows = Dataset.from_dict({"translation": [{"es": "hola", "en": "hello"}, {"es": "", "en": "x"}]})
+    with pytest.raises(DataError, match=r"opus:train:2: empty source"):
+        pairs_from_records(enumerate(rows, start=1), "opus:train", "translation", "translation", "es", "en")
+    data = pairs_from_records(enumerate(rows, start=1), "opus:train", "translation", "translation", "es", "en",
+                              bad_rows="skip")
+    assert data.sources == ["hola"] and data.targets == ["hello"]
+    with pytest.raises(DataError, match="no column 'source'"):
+        pairs_from_records(enumerate(rows, start=1), "opus:train")
