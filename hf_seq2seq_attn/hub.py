@@ -9,6 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
+from huggingface_hub.utils import filter_repo_objects
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +103,9 @@ def push_folder(output_dir: str, repo_id: str, token: str | None = None, private
     """Upload the whole output folder (weights, code, tokenizer, card, pictures). Returns the files sent."""
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    ignore = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt"]
+    ignore = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt"]  # training state, not the model
     api.upload_folder(folder_path=output_dir, repo_id=repo_id, ignore_patterns=ignore, commit_message="Upload seq2seq_attn model")
-    sent = [
-        str(p.relative_to(output_dir))
-        for p in Path(output_dir).rglob("*")
-        if p.is_file() and not any(part.startswith(("checkpoint-", "runs")) for part in p.relative_to(output_dir).parts)
-    ]
+    files = sorted(str(p.relative_to(output_dir)) for p in Path(output_dir).rglob("*") if p.is_file())
+    sent = list(filter_repo_objects(files, ignore_patterns=ignore))  # the filter upload_folder applies
     logger.info("Pushed %d files to %s", len(sent), repo_id)
     return sent

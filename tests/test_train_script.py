@@ -223,3 +223,16 @@ def test_two_process_ddp_with_accelerate_launch(data_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads((output / "results.json").read_text())["world_size"] == 2
     assert (output / "model.safetensors").exists()
+
+
+def test_push_folder_reports_exactly_what_it_uploads(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from hf_seq2seq_attn.hub import push_folder
+
+    for name in ("model.safetensors", "config.json", "checkpoint-4/optimizer.pt", "runs/events", "extra.pt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: None)
+    assert push_folder(str(tmp_path), "someone/x") == ["config.json", "model.safetensors"]
