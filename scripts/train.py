@@ -538,8 +538,7 @@ def finish(
     model = trainer.model.eval()
     output_dir = args.output_dir
     set_generation_defaults(model, data, tokenizer)  # Seq2SeqTrainer writes its eval lengths into it
-    trainer.save_model(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    trainer.save_model(output_dir)  # weights, config, code and (as processing_class) the tokenizer
     add_pipeline_to_folder(output_dir)
     results: dict[str, object] = {
         "train_minutes": round(train_minutes, 2),
