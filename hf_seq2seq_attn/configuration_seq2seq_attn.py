@@ -12,9 +12,15 @@ BRIDGES = ("linear", "zero")
 # Canonical score functions; aliases map onto them (see `ATTENTION_ALIASES`).
 ATTENTION_TYPES = ("additive", "dot", "general", "scaled_dot")
 # `v^T tanh(W [s; h])` is the additive score: splitting W column-wise into [W_q | W_k] gives
-# `v^T tanh(W_q s + W_k h)`, so "concat" (Luong et al. 2015) and "bahdanau" name the same function.
-ATTENTION_ALIASES = {"bahdanau": "additive", "concat": "additive", "luong": "general", "bilinear": "general"}
+# `v^T tanh(W_q s + W_k h)`, so Luong et al.'s "concat" names the same function; "bilinear" is `s^T W h`.
+ATTENTION_ALIASES = {"concat": "additive", "bilinear": "general"}
 DECODER_STYLES = ("bahdanau", "luong")
+# Paper names that are decoder styles, not score functions: refused as `attention_type` with a pointer.
+STYLE_NAMES_AS_SCORES = {
+    "luong": "'luong' names a decoder_style; Luong's multiplicative score is attention_type='general' "
+    "(or 'dot' / 'scaled_dot'), his 'concat' score is attention_type='additive'",
+    "bahdanau": "'bahdanau' names a decoder_style; Bahdanau's score is attention_type='additive'",
+}
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...], aliases: dict[str, str] | None = None) -> str:
@@ -50,7 +56,8 @@ class Seq2SeqAttnConfig(PretrainedConfig):
         vocab_size (`int`, defaults to 8000):
             Size of the (source) vocabulary; also the target vocabulary unless `decoder_vocab_size` is set.
         decoder_vocab_size (`int`, *optional*):
-            Size of a separate target vocabulary. `None` means source and target share `vocab_size`.
+            V, the size of the target vocabulary. Left unset (`None`), it is set to `vocab_size` when the
+            config is made (source and target share one vocabulary size).
         embedding_size (`int`, defaults to 256):
             Width E of the token embeddings, and of the decoder's read-out layer (so the output
             projection can be tied to the target embeddings).
@@ -70,17 +77,19 @@ class Seq2SeqAttnConfig(PretrainedConfig):
             state); `"zero"` starts the decoder from zeros.
         attention_type (`str`, defaults to `"additive"`):
             The score function `score(s, h)` between a decoder query `s` and an encoder state `h`:
-            - `"additive"` (aliases `"bahdanau"`, `"concat"`): `v^T tanh(W_q s + W_k h)`
+            - `"additive"` (alias `"concat"`): `v^T tanh(W_q s + W_k h)`
               (Bahdanau et al. 2015, eq. 6; Luong et al. 2015 eq. 8 "concat" is the same function,
               since `W [s; h] = W_q s + W_k h` with `W = [W_q | W_k]`). The tanh matters: a plain
               linear score `v^T W [s; h] = a(s) + b(h)` adds the same `a(s)` to every key, which
               the softmax cancels, so the weights would ignore the query entirely.
             - `"dot"`: `s^T h` (Luong eq. 8); needs query and key of equal width.
-            - `"general"` (aliases `"bilinear"`, `"luong"`): `s^T W h` (Luong eq. 8).
+            - `"general"` (alias `"bilinear"`): `s^T W h` (Luong eq. 8).
+            `"bahdanau"` and `"luong"` are refused here: they name a `decoder_style`, not a score.
             - `"scaled_dot"`: `s^T h / sqrt(d)` (Vaswani et al. 2017, eq. 1).
         attention_size (`int`, *optional*):
             Width A of the attention's hidden projections (the additive score's `tanh` layer and,
-            with several heads, the concatenated head width). Defaults to `decoder_hidden_size`.
+            with several heads, the concatenated head width). Left unset (`None`), it is set to
+            `decoder_hidden_size` when the config is made.
         num_attention_heads (`int`, defaults to 1):
             1 is classic single-head attention over the raw encoder states. With N > 1, queries,
             keys and values get per-head projections (width A / N each), each head scores with
@@ -156,7 +165,14 @@ class Seq2SeqAttnConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
         self.rnn_type = _choice("rnn_type", self.rnn_type, RNN_TYPES)
         self.bridge = _choice("bridge", self.bridge, BRIDGES)
-        self.attention_type = _choice("attention_type", self.attention_type, ATTENTION_TYPES, ATTENTION_ALIASES)
+        if isinstance(self.attention_type, str) and self.attention_type.lower() in STYLE_NAMES_AS_SCORES:
+            raise ValueError(
+                f"`attention_type={self.attention_type!r}` is ambiguous: "
+                f"{STYLE_NAMES_AS_SCORES[self.attention_type.lower()]}."
+            )
+        self.attention_type = _choice(
+            "attention_type", self.attention_type, ATTENTION_TYPES, ATTENTION_ALIASES
+        )
         self.decoder_style = _choice("decoder_style", self.decoder_style, DECODER_STYLES)
         for name in (
             "vocab_size",
@@ -168,16 +184,20 @@ class Seq2SeqAttnConfig(PretrainedConfig):
             "num_attention_heads",
         ):
             _positive_int(name, getattr(self, name))
+        # One name per quantity: unset sizes are resolved here (old config.json files store `null`).
+        if self.decoder_vocab_size is None:
+            self.decoder_vocab_size = self.vocab_size
+        if self.attention_size is None:
+            self.attention_size = self.decoder_hidden_size
         for name in ("decoder_vocab_size", "attention_size"):
-            if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
+            _positive_int(name, getattr(self, name))
         for name in ("embedding_dropout", "rnn_dropout", "attention_dropout", "readout_dropout"):
             _probability(name, getattr(self, name))
         if not isinstance(self.init_std, (int, float)) or self.init_std <= 0:
             raise ValueError(f"`init_std` must be a positive number; got {self.init_std!r}.")
         self._validate_attention_shapes()
         self._validate_special_tokens()
-        if self.share_encoder_decoder_embeddings and self.target_vocab_size != self.vocab_size:
+        if self.share_encoder_decoder_embeddings and self.decoder_vocab_size != self.vocab_size:
             raise ValueError(
                 "`share_encoder_decoder_embeddings=True` needs one vocabulary, but decoder_vocab_size="
                 f"{self.decoder_vocab_size} differs from vocab_size={self.vocab_size}. Unset one of them."
@@ -185,22 +205,12 @@ class Seq2SeqAttnConfig(PretrainedConfig):
 
     # ----- derived sizes (read by the model; not stored) -----
     @property
-    def target_vocab_size(self) -> int:
-        """V: the decoder's vocabulary size."""
-        return self.decoder_vocab_size or self.vocab_size
-
-    @property
     def encoder_output_size(self) -> int:
         """K: width of one encoder state (both directions concatenated)."""
         return self.encoder_hidden_size * (2 if self.bidirectional else 1)
 
-    @property
-    def attention_hidden_size(self) -> int:
-        """A: width of the attention projections."""
-        return self.attention_size or self.decoder_hidden_size
-
     def _validate_attention_shapes(self) -> None:
-        heads, width = self.num_attention_heads, self.attention_hidden_size
+        heads, width = self.num_attention_heads, self.attention_size
         if heads > 1 and width % heads:
             raise ValueError(
                 f"attention_size ({width}) must be divisible by num_attention_heads ({heads}); "
@@ -216,11 +226,13 @@ class Seq2SeqAttnConfig(PretrainedConfig):
             )
 
     def _validate_special_tokens(self) -> None:
-        vocab = min(self.vocab_size, self.target_vocab_size)
+        vocab = min(self.vocab_size, self.decoder_vocab_size)
         for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
             if value is None and name == "pad_token_id":
-                raise ValueError("`pad_token_id` is required: it marks source padding and masks it from attention.")
+                raise ValueError(
+                    "`pad_token_id` is required: it marks source padding and masks it from attention."
+                )
             if value is not None and (not isinstance(value, int) or not 0 <= value < vocab):
                 raise ValueError(f"`{name}`={value!r} is not a token id in a vocabulary of size {vocab}.")
 

@@ -4,12 +4,20 @@ Shape legend used in comments and docstrings:
     B  batch                      S  source length            T  target length
     E  embedding size             H  decoder hidden size      L  decoder layers
     K  encoder output size (2 x encoder_hidden_size when bidirectional)
-    A  attention width            N  attention heads          D  per-head width (A / N; A or K with one head)
+    A  attention width            N  attention heads          D  per-head width (A / N; A, H or K with one head)
     V  target vocabulary size     G  gate width of the RNN (3H GRU, 4H LSTM, H plain RNN)
 
-Speed notes (why the code looks the way it does):
-    * keys (and values) are projected once per source sequence and kept in the decoder cache;
-    * the target-embedding part of the decoder's RNN input is projected for all steps in one matmul;
+Reading order (as in transformers' Marian): small helpers -> the attention wrapper (heads, mask,
+softmax, context) and one small class per score function (`ATTENTION_SCORES`) -> encoder -> decoder
+state (`Seq2SeqAttnCache`) -> decoder -> pretrained plumbing -> heads.
+
+The decoder has one *textbook step* per style, [`Seq2SeqAttnDecoder.bahdanau_step`] and
+[`Seq2SeqAttnDecoder.luong_step`], written as the papers' equations; generation (one token per call)
+runs them. Teacher-forced training (T > 1 tokens per call) runs optimisations of the same steps,
+proved equal to them by `tests/test_fast_paths.py`:
+    * keys (and values) are projected once per source sequence and kept in the decoder state;
+    * the target-embedding part of the RNN input is projected for all steps in one matmul;
+    * Bahdanau: the query projection `W_q s_{t-1}` and the RNN's `W_hh s_{t-1}` share one matmul;
     * the read-out and vocabulary projection (and the loss) run once over all steps;
     * the Luong decoder without input feeding runs its RNN over the whole target in one call.
 """
@@ -43,56 +51,177 @@ AUTO_MAP = {
 
 
 # --------------------------------------------------------------------------------------------
-# Attention
+# Small helpers: input checks and one RNN cell
+# --------------------------------------------------------------------------------------------
+def check_integer_ids(ids: torch.Tensor, name: str) -> None:
+    """Token ids must be an integer tensor (float ids would fail deep inside `torch.embedding`)."""
+    if (
+        not isinstance(ids, torch.Tensor)
+        or ids.dtype.is_floating_point
+        or ids.dtype.is_complex
+        or ids.dtype == torch.bool
+    ):
+        kind = ids.dtype if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(
+            f"`{name}` must be an integer tensor of token ids (torch.long); got {kind}. "
+            "Pass the ids returned by the tokenizer, or convert with `.long()`."
+        )
+
+
+def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
+    """Raise a clear error for ids outside `[0, vocab_size)` (torch would fail deep inside `embedding`).
+
+    Reads the ids' range on the host, so it is called once per source and once per teacher-forced
+    target, never per generated token.
+    """
+    check_integer_ids(ids, name)
+    low, high = torch.aminmax(ids)
+    low, high = int(low), int(high)
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"`{name}` contains token id {bad}, outside the model's vocabulary [0, {vocab_size}). "
+            "Was the data tokenized with a different tokenizer than the one the model was built for?"
+        )
+
+
+def cell_update(
+    rnn_type: str,
+    gates_x: torch.Tensor,
+    gates_h: torch.Tensor,
+    hidden: torch.Tensor,
+    cell: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The gate arithmetic of PyTorch's GRU / LSTM / tanh-RNN cells, given both projections.
+
+    Args:
+        gates_x: `(B, G)` = `W_ih x_t + b_ih`.
+        gates_h: `(B, G)` = `W_hh h_{t-1} + b_hh`.
+        hidden, cell: `(B, H)` previous states (`cell` only for LSTM).
+    Returns:
+        the new `(hidden, cell)`, each `(B, H)` (`cell` None unless LSTM).
+    """
+    if rnn_type == "gru":  # gate order r, z, n as in torch.nn.GRU
+        x_r, x_z, x_n = gates_x.chunk(3, dim=-1)
+        h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
+        reset = torch.sigmoid(x_r + h_r)
+        update = torch.sigmoid(x_z + h_z)
+        candidate = torch.tanh(x_n + reset * h_n)
+        return candidate + update * (hidden - candidate), None  # (1 - z) n + z h
+    if rnn_type == "lstm":  # gate order i, f, g, o as in torch.nn.LSTM
+        assert cell is not None, "an LSTM step needs its cell state"
+        i, f, g, o = (gates_x + gates_h).chunk(4, dim=-1)
+        cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(cell), cell
+    return torch.tanh(gates_x + gates_h), None
+
+
+def rnn_cell(
+    rnn_type: str,
+    gates_x: torch.Tensor,
+    hidden: torch.Tensor,
+    cell: torch.Tensor | None,
+    weight_hh: torch.Tensor,
+    bias_hh: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One step of a PyTorch-compatible GRU / LSTM / tanh-RNN cell with the input part precomputed.
+
+    Args:
+        gates_x: `(B, G)` = `W_ih x + b_ih`, computed by the caller (for all steps at once where possible).
+        hidden, cell: `(B, H)` previous states (`cell` only for LSTM).
+    Returns:
+        the new `(hidden, cell)`, each `(B, H)`.
+    """
+    return cell_update(rnn_type, gates_x, F.linear(hidden, weight_hh, bias_hh), hidden, cell)
+
+
+class RNNLayer:
+    """Layer `index` of a stacked `nn.GRU` / `nn.LSTM` / `nn.RNN`, with its weights by readable name.
+
+    Holds no parameters of its own (the state-dict keys stay torch's `weight_ih_l{index}` ...); it
+    looks them up on every access, so it follows `.to()`, `.double()` and weight loading.
+    """
+
+    def __init__(self, rnn: nn.RNNBase, index: int):
+        self.rnn, self.index = rnn, index
+
+    @property
+    def weight_ih(self) -> torch.Tensor:
+        """`(G, input width)` input-to-gates matrix."""
+        return getattr(self.rnn, f"weight_ih_l{self.index}")
+
+    @property
+    def bias_ih(self) -> torch.Tensor:
+        return getattr(self.rnn, f"bias_ih_l{self.index}")
+
+    @property
+    def weight_hh(self) -> torch.Tensor:
+        """`(G, H)` recurrent matrix."""
+        return getattr(self.rnn, f"weight_hh_l{self.index}")
+
+    @property
+    def bias_hh(self) -> torch.Tensor:
+        return getattr(self.rnn, f"bias_hh_l{self.index}")
+
+
+# --------------------------------------------------------------------------------------------
+# Attention: the wrapper (heads, mask, softmax, context), then one class per score function
 # --------------------------------------------------------------------------------------------
 class Seq2SeqAttnAttention(nn.Module):
-    r"""Score function + softmax + weighted sum, single- or multi-head. Stateless between calls.
+    r"""Attention over encoder states: project, score, mask, softmax, weighted sum. Stateless between calls.
 
-    With one head the keys and values are the raw encoder states `h` (K wide), and:
-        additive    e = v^T tanh(W_q s + W_k h)          Bahdanau et al. 2015, eq. 6
-        dot         e = s^T h                            Luong et al. 2015, eq. 8
-        general     e = s^T W h                          Luong et al. 2015, eq. 8
-        scaled_dot  e = s^T h / sqrt(D)                  Vaswani et al. 2017, eq. 1
-    With N heads, `q_n = W_Q^n s`, `k_n = W_K^n h`, `v_n = W_V^n h` (D = A/N wide each), the same
-    score is applied per head (`v_n^T tanh(q_n + k_n)`, `q_n^T k_n`, `q_n^T W_n k_n`, `/ sqrt(D)`),
-    and the heads' contexts are concatenated and projected back to K by `W_O`.
+    The score function `e = score(q, k)` is supplied by a subclass (see `ATTENTION_SCORES`); this class
+    does everything around it, the same for every score:
 
-    Keys are prepared once per source by [`project_keys`]; [`forward`] then costs O(S) per query.
+        a_t = softmax_s(e_{ts})            masked: padded source positions get exactly zero weight
+        c_t = sum_s a_{ts} v_s
+
+    With one head, `q = s` (or `W_q s` where the score defines it), `k = h` (or `W h`) and `v = h`.
+    With N heads, `q_n = W_Q^n s`, `k_n = W_K^n h`, `v_n = W_V^n h` (D = A / N wide each), every head
+    scores with the same function, and the heads' contexts are concatenated and projected back to K
+    by `W_O` (Vaswani et al. 2017, eq. 4-5).
+
+    Keys are prepared once per source by [`project_keys`]; a query then costs O(S).
     """
+
+    equation = ""  # the score, for `repr` and docs
 
     def __init__(self, config: Seq2SeqAttnConfig):
         super().__init__()
-        self.score_type = config.attention_type
         self.num_heads = heads = config.num_attention_heads
-        query_size, key_size, width = config.decoder_hidden_size, config.encoder_output_size, config.attention_hidden_size
+        query_size, key_size, width = (
+            config.decoder_hidden_size,
+            config.encoder_output_size,
+            config.attention_size,
+        )
         self.query_proj: nn.Linear | None = None
         self.key_proj: nn.Linear | None = None
         self.value_proj: nn.Linear | None = None
         self.out_proj: nn.Linear | None = None
-        self.energy: nn.Parameter | None = None  # v of the additive score, one row per head
-        self.bilinear: nn.Parameter | None = None  # W_n of the multi-head general score
         if heads == 1:
-            if self.score_type == "additive":
-                self.query_proj = nn.Linear(query_size, width, bias=False)
-                self.key_proj = nn.Linear(key_size, width)
-                self.head_dim = width
-            elif self.score_type == "general":
-                self.key_proj = nn.Linear(key_size, query_size, bias=False)  # W h, precomputed per source
-                self.head_dim = query_size
-            else:
-                self.head_dim = key_size  # dot / scaled_dot: query and key widths are equal (config-checked)
+            self.head_dim = self.single_head_projections(query_size, key_size, width)
         else:
             self.head_dim = width // heads
-            self.query_proj = nn.Linear(query_size, width)
-            self.key_proj = nn.Linear(key_size, width)
-            self.value_proj = nn.Linear(key_size, width)
-            self.out_proj = nn.Linear(width, key_size)
-            if self.score_type == "general":
-                self.bilinear = nn.Parameter(torch.empty(heads, self.head_dim, self.head_dim))
-        if self.score_type == "additive":
-            self.energy = nn.Parameter(torch.empty(heads, self.head_dim))
+            self.query_proj = nn.Linear(query_size, width)  # W_Q, all heads stacked
+            self.key_proj = nn.Linear(key_size, width)  # W_K
+            self.value_proj = nn.Linear(key_size, width)  # W_V
+            self.out_proj = nn.Linear(width, key_size)  # W_O
         self.dropout = nn.Dropout(config.attention_dropout)
 
+    # ----- what each score class decides -----
+    def single_head_projections(self, query_size: int, key_size: int, width: int) -> int:
+        """Create the score's own projections for one head and return D (query/key width). Default: none."""
+        return key_size
+
+    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """`(B, N, T, D)` queries x `(B, N, S, D)` keys -> `(B, N, T, S)` unnormalised scores."""
+        raise NotImplementedError
+
+    def prepare_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """Per-source work on the keys `(B, N, S, D)` that the score can hoist out of the decoding loop."""
+        return keys
+
+    # ----- the same for every score -----
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, N*D) -> (B, N, L, D)."""
         batch, length, _ = x.shape
@@ -106,49 +235,25 @@ class Seq2SeqAttnAttention(nn.Module):
         Returns:
             keys `(B, N, S, D)` and values `(B, N, S, K)` with one head or `(B, N, S, D)` with several.
         """
-        if self.num_heads == 1:
+        if self.value_proj is None:  # one head: the values are the encoder states themselves
             values = encoder_hidden_states.unsqueeze(1)  # (B, 1, S, K)
             keys = self.key_proj(encoder_hidden_states).unsqueeze(1) if self.key_proj is not None else values
-            return keys, values
-        keys = self._split_heads(self.key_proj(encoder_hidden_states))  # (B, N, S, D)
-        values = self._split_heads(self.value_proj(encoder_hidden_states))  # (B, N, S, D)
-        if self.bilinear is not None:
-            keys = torch.einsum("bnsd,ned->bnse", keys, self.bilinear)  # W_n k_n, (B, N, S, D)
-        return keys, values
+        else:
+            keys = self._split_heads(self.key_proj(encoder_hidden_states))  # (B, N, S, D)
+            values = self._split_heads(self.value_proj(encoder_hidden_states))  # (B, N, S, D)
+        return self.prepare_keys(keys), values
 
-    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Unnormalised scores.
-
-        Args:
-            query: `(B, T, H)` decoder states.
-            keys: `(B, N, S, D)` from [`project_keys`].
-        Returns:
-            `(B, N, T, S)`.
-        """
+    def project_query(self, query: torch.Tensor) -> torch.Tensor:
+        """Decoder states `(B, T, H)` -> per-head queries `(B, N, T, D)`."""
         if self.query_proj is not None:
             query = self.query_proj(query)  # (B, T, A)
-        query = self._split_heads(query)  # (B, N, T, D)
-        if self.score_type == "additive":
-            features = torch.tanh(query.unsqueeze(3) + keys.unsqueeze(2))  # (B, N, T, S, D)
-            return torch.einsum("bntsd,nd->bnts", features, self.energy)
-        scores = query @ keys.transpose(-1, -2)  # (B, N, T, S)
-        if self.score_type == "scaled_dot":
-            scores = scores / math.sqrt(self.head_dim)
-        return scores
+        return self._split_heads(query)  # (B, N, T, D)
 
-    def forward(
+    def attend(
         self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attend from `T` queries over `S` keys.
-
-        Args:
-            query: `(B, T, H)`.
-            keys, values: from [`project_keys`].
-            mask: `(B, S)` bool, True = real token. Padded keys get exactly zero weight.
-        Returns:
-            context `(B, T, K)` and weights `(B, N, T, S)` (rows sum to 1).
-        """
-        scores = self.score(query, keys).masked_fill(~mask[:, None, None, :], float("-inf"))
+        """Softmax over the masked scores and the weighted sum, from already projected queries `(B, N, T, D)`."""
+        scores = self.score(query, keys).masked_fill(~mask[:, None, None, :], float("-inf"))  # (B, N, T, S)
         weights = torch.softmax(scores, dim=-1)  # (B, N, T, S)
         context = self.dropout(weights) @ values  # (B, N, T, D or K)
         batch, _, length, _ = context.shape
@@ -156,6 +261,102 @@ class Seq2SeqAttnAttention(nn.Module):
         if self.out_proj is not None:
             context = self.out_proj(context)  # (B, T, K)
         return context, weights
+
+    def forward(
+        self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attend from `T` queries over `S` keys.
+
+        Args:
+            query: `(B, T, H)` decoder states.
+            keys, values: from [`project_keys`].
+            mask: `(B, S)` bool, True = real token. Padded keys get exactly zero weight.
+        Returns:
+            context `(B, T, K)` and weights `(B, N, T, S)` (rows sum to 1).
+        """
+        return self.attend(self.project_query(query), keys, values, mask)
+
+    def extra_repr(self) -> str:
+        return f"score={self.equation!r}, heads={self.num_heads}, head_dim={self.head_dim}"
+
+
+class AdditiveAttention(Seq2SeqAttnAttention):
+    r"""Additive ("concat") score, Bahdanau et al. 2015, eq. 6; Luong et al. 2015, eq. 8 "concat":
+
+        e_{ts} = v^T tanh(W_q s_t + W_k h_s)
+
+    `W_k h_s + b` is computed once per source. With N heads, `v_n^T tanh(q_n + k_n)` per head.
+    """
+
+    equation = "v^T tanh(W_q s + W_k h)"
+
+    def __init__(self, config: Seq2SeqAttnConfig):
+        super().__init__(config)
+        self.energy = nn.Parameter(torch.empty(self.num_heads, self.head_dim))  # v, one row per head
+
+    def single_head_projections(self, query_size: int, key_size: int, width: int) -> int:
+        self.query_proj = nn.Linear(query_size, width, bias=False)  # W_q
+        self.key_proj = nn.Linear(key_size, width)  # W_k (+ the score's bias)
+        return width
+
+    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        features = torch.tanh(query.unsqueeze(3) + keys.unsqueeze(2))  # (B, N, T, S, D)
+        return torch.einsum("bntsd,nd->bnts", features, self.energy)  # (B, N, T, S)
+
+
+class DotAttention(Seq2SeqAttnAttention):
+    r"""Dot score, Luong et al. 2015, eq. 8: `e_{ts} = s_t^T h_s` (one head needs H == K)."""
+
+    equation = "s^T h"
+
+    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return query @ keys.transpose(-1, -2)  # (B, N, T, S)
+
+
+class ScaledDotAttention(Seq2SeqAttnAttention):
+    r"""Scaled dot score, Vaswani et al. 2017, eq. 1: `e_{ts} = s_t^T h_s / sqrt(D)`."""
+
+    equation = "s^T h / sqrt(D)"
+
+    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return query @ keys.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, N, T, S)
+
+
+class GeneralAttention(Seq2SeqAttnAttention):
+    r"""General (bilinear) score, Luong et al. 2015, eq. 8: `e_{ts} = s_t^T W h_s`.
+
+    `W h_s` does not depend on the query, so it is computed once per source: with one head it is the
+    key projection itself (`key_proj`, no bias); with N heads `W_n` (`bilinear`) acts on each head's
+    projected keys, `q_n^T W_n k_n`.
+    """
+
+    equation = "s^T W h"
+
+    def __init__(self, config: Seq2SeqAttnConfig):
+        super().__init__(config)
+        self.bilinear: nn.Parameter | None = None
+        if self.num_heads > 1:
+            self.bilinear = nn.Parameter(torch.empty(self.num_heads, self.head_dim, self.head_dim))  # W_n
+
+    def single_head_projections(self, query_size: int, key_size: int, width: int) -> int:
+        self.key_proj = nn.Linear(key_size, query_size, bias=False)  # W h, precomputed per source
+        return query_size
+
+    def prepare_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        if self.bilinear is None:
+            return keys
+        return torch.einsum("bnsd,ned->bnse", keys, self.bilinear)  # W_n k_n, (B, N, S, D)
+
+    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return query @ keys.transpose(-1, -2)  # s^T (W h), (B, N, T, S)
+
+
+ATTENTION_SCORES: dict[str, type[Seq2SeqAttnAttention]] = {
+    "additive": AdditiveAttention,
+    "dot": DotAttention,
+    "general": GeneralAttention,
+    "scaled_dot": ScaledDotAttention,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,14 +377,16 @@ class Seq2SeqAttnEncoderOutput(ModelOutput):
     final_hidden_state: torch.FloatTensor | None = None
     attention_mask: torch.BoolTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def source_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_token_id: int) -> torch.Tensor:
+def source_mask(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_token_id: int
+) -> torch.Tensor:
     """Validate the source batch and return its bool mask `(B, S)`.
 
     The mask falls back to `input_ids != pad_token_id` (generate() passes none for encoder-decoders).
     """
+    check_integer_ids(input_ids, "input_ids")
     if input_ids.dim() != 2 or input_ids.numel() == 0:
         raise ValueError(
             f"`input_ids` must be a non-empty (batch, length) tensor; got shape {tuple(input_ids.shape)}."
@@ -260,7 +463,9 @@ class Seq2SeqAttnEncoder(nn.Module):
         else:
             packed = pack_padded_sequence(embeddings, lengths.cpu(), batch_first=True, enforce_sorted=False)
             packed_states, final = self.rnn(packed)
-            states, _ = pad_packed_sequence(packed_states, batch_first=True, total_length=total_length)  # (B, S, K)
+            states, _ = pad_packed_sequence(
+                packed_states, batch_first=True, total_length=total_length
+            )  # (B, S, K)
         final_h = final[0] if isinstance(final, tuple) else final  # (layers * dirs, B, K/dirs)
         summary = torch.cat([final_h[-2], final_h[-1]], dim=-1) if self.config.bidirectional else final_h[-1]
         return Seq2SeqAttnEncoderOutput(
@@ -271,22 +476,14 @@ class Seq2SeqAttnEncoder(nn.Module):
         )
 
 
-def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
-    """Raise a clear error for ids outside `[0, vocab_size)` (torch would fail deep inside `embedding`)."""
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= vocab_size:
-        bad = low if low < 0 else high
-        raise ValueError(
-            f"`{name}` contains token id {bad}, outside the model's vocabulary [0, {vocab_size}). "
-            "Was the data tokenized with a different tokenizer than the one the model was built for?"
-        )
-
-
 # --------------------------------------------------------------------------------------------
 # Decoder state (the recurrent "cache" generate() carries between steps)
 # --------------------------------------------------------------------------------------------
 class Seq2SeqAttnCache:
     """Everything the decoder needs to take the next step, O(1) in the generated length.
+
+    Made by [`Seq2SeqAttnDecoder.init_cache`]; each decoder call returns a new one made by
+    [`advance`] (the old one is not modified, except by beam search's in-place [`reorder_cache`]).
 
     Attributes:
         hidden: `(L, B, H)` decoder RNN states.
@@ -295,92 +492,74 @@ class Seq2SeqAttnCache:
         mask: `(B, S)` bool source mask.
         feed: `(B, E)` previous attentional state (Luong input feeding), else None.
         seen_tokens: number of target tokens consumed so far.
-        groups: `(B,)` labels shared by adjacent rows whose keys, values and mask are identical (the
-            beams of one source); made by the first [`reorder_cache`], None before.
     """
 
     is_compileable = False
 
     def __init__(
         self,
+        *,
         hidden: torch.Tensor,
-        cell: torch.Tensor | None,
+        cell: torch.Tensor | None = None,
         keys: torch.Tensor,
         values: torch.Tensor,
         mask: torch.Tensor,
-        feed: torch.Tensor | None,
+        feed: torch.Tensor | None = None,
         seen_tokens: int = 0,
-        groups: torch.Tensor | None = None,
     ):
         self.hidden, self.cell, self.feed = hidden, cell, feed
         self.keys, self.values, self.mask = keys, values, mask
         self.seen_tokens = seen_tokens
-        self.groups = groups
+
+    def advance(
+        self, *, hidden: torch.Tensor, cell: torch.Tensor | None, feed: torch.Tensor | None, steps: int
+    ) -> Seq2SeqAttnCache:
+        """The state after `steps` more target tokens: new RNN state and feed, same source."""
+        return Seq2SeqAttnCache(
+            hidden=hidden,
+            cell=cell,
+            keys=self.keys,
+            values=self.values,
+            mask=self.mask,
+            feed=feed,
+            seen_tokens=self.seen_tokens + steps,
+        )
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Select batch rows in place (beam search): RNN states are batch-second, the rest batch-first."""
+        """Select batch rows in place (beam search): RNN states are batch-second, the rest batch-first.
+
+        Keys, values and mask are copied too although beams of one source share them: measured at the
+        default shape (beam 5, batch 16), skipping the copy saved nothing measurable, and detecting
+        when it may be skipped cost a host synchronisation per step.
+        """
         self.hidden = self.hidden.index_select(1, beam_idx)
         if self.cell is not None:
             self.cell = self.cell.index_select(1, beam_idx)
         if self.feed is not None:
             self.feed = self.feed.index_select(0, beam_idx)
-        # Keys/values/mask are per source and beam search only shuffles the beams of one source, whose
-        # rows are copies: copy them (B*S*(D+K) floats) only when a row takes a row with other contents.
-        if self.groups is None:
-            self.groups = equal_row_groups(self.keys, self.values, self.mask)
-        if not torch.equal(self.groups.index_select(0, beam_idx), self.groups):
-            self.keys = self.keys.index_select(0, beam_idx)
-            self.values = self.values.index_select(0, beam_idx)
-            self.mask = self.mask.index_select(0, beam_idx)
-            self.groups = self.groups.index_select(0, beam_idx)
+        self.keys = self.keys.index_select(0, beam_idx)
+        self.values = self.values.index_select(0, beam_idx)
+        self.mask = self.mask.index_select(0, beam_idx)
 
     @property
     def rnn_state(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The state in the form `nn.GRU` / `nn.LSTM` take it."""
         return self.hidden if self.cell is None else (self.hidden, self.cell)
-
-
-def equal_row_groups(*tensors: torch.Tensor) -> torch.Tensor:
-    """`(B,)` labels, one per run of adjacent rows that are identical in every (batch-first) tensor."""
-    same = torch.ones(tensors[0].shape[0] - 1, dtype=torch.bool, device=tensors[0].device)  # (B-1,)
-    for tensor in tensors:
-        same &= (tensor[1:] == tensor[:-1]).flatten(1).all(dim=1)
-    return torch.cat([same.new_zeros(1), ~same]).long().cumsum(0)  # a new label where a row differs
 
 
 # --------------------------------------------------------------------------------------------
 # Decoder
 # --------------------------------------------------------------------------------------------
-def rnn_cell(
-    rnn_type: str, gates_x: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None, weight_hh, bias_hh
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One step of a PyTorch-compatible GRU / LSTM / tanh-RNN cell with the input part precomputed.
-
-    Args:
-        gates_x: `(B, G)` = `W_ih x + b_ih`, computed by the caller (for all steps at once where possible).
-        hidden, cell: `(B, H)` previous states (`cell` only for LSTM).
-    Returns:
-        the new `(hidden, cell)`, each `(B, H)`.
-    """
-    gates_h = F.linear(hidden, weight_hh, bias_hh)  # (B, G)
-    if rnn_type == "gru":  # gate order r, z, n as in torch.nn.GRU
-        x_r, x_z, x_n = gates_x.chunk(3, dim=-1)
-        h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
-        reset = torch.sigmoid(x_r + h_r)
-        update = torch.sigmoid(x_z + h_z)
-        candidate = torch.tanh(x_n + reset * h_n)
-        return candidate + update * (hidden - candidate), None
-    if rnn_type == "lstm":  # gate order i, f, g, o as in torch.nn.LSTM
-        i, f, g, o = (gates_x + gates_h).chunk(4, dim=-1)
-        cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(cell), cell
-    return torch.tanh(gates_x + gates_h), None
-
-
 class Seq2SeqAttnDecoder(nn.Module):
-    """Attention RNN decoder in Bahdanau or Luong style; produces read-out features `(B, T, E)`."""
+    """Attention RNN decoder in Bahdanau or Luong style; produces read-out features `(B, T, E)`.
+
+    Parameters by paper name: `embed_tokens` e(.), `rnn` f (an `nn.GRU`/`nn.LSTM`/`nn.RNN`, one
+    [`RNNLayer`] view per layer in `rnn_layers`), `attention` (with its score), `readout` W_o
+    (Bahdanau) or W_c (Luong), `bridge` W_init.
+    """
 
     def __init__(self, config: Seq2SeqAttnConfig, embed_tokens: nn.Embedding):
         super().__init__()
@@ -390,11 +569,11 @@ class Seq2SeqAttnDecoder(nn.Module):
         self.embed_tokens = embed_tokens
         self.dropout = nn.Dropout(config.embedding_dropout)
         self.readout_dropout = nn.Dropout(config.readout_dropout)
-        self.attention = Seq2SeqAttnAttention(config)
+        self.attention = ATTENTION_SCORES[config.attention_type](config)
         emb, hid, key = config.embedding_size, config.decoder_hidden_size, config.encoder_output_size
         if self.style == "bahdanau":
             rnn_input = emb + key  # [e_{t-1}; c_t]
-            self.readout = nn.Linear(hid + key + emb, emb)  # reads [s_t; c_t; e_{t-1}]
+            self.readout = nn.Linear(hid + key + emb, emb)  # W_o reads [s_t; c_t; e_{t-1}]
         else:
             rnn_input = emb + (emb if self.input_feeding else 0)  # [e_{t-1}; ~h_{t-1}]
             self.readout = nn.Linear(key + hid, emb)  # W_c [c_t; s_t] (Luong eq. 5)
@@ -407,25 +586,125 @@ class Seq2SeqAttnDecoder(nn.Module):
         )
         self.bridge = nn.Linear(key, config.decoder_layers * hid) if config.bridge == "linear" else None
 
+    @property
+    def rnn_layers(self) -> list[RNNLayer]:
+        """One readable view per stacked RNN layer (bottom first)."""
+        return [RNNLayer(self.rnn, index) for index in range(self.config.decoder_layers)]
+
     # ----- state -----
     def init_cache(self, encoder_outputs: Seq2SeqAttnEncoderOutput) -> Seq2SeqAttnCache:
-        """Initial decoder state from the encoder: bridge, projected keys, zero input feed."""
+        """Initial decoder state from the encoder: bridge `s_0 = tanh(W_init [h_fwd; h_bwd])`, keys, zero feed."""
         states, summary = encoder_outputs.last_hidden_state, encoder_outputs.final_hidden_state
         batch, layers, hid = states.shape[0], self.config.decoder_layers, self.config.decoder_hidden_size
         if self.bridge is not None:
-            hidden = torch.tanh(self.bridge(summary)).view(batch, layers, hid).transpose(0, 1).contiguous()  # (L, B, H)
+            hidden = (
+                torch.tanh(self.bridge(summary)).view(batch, layers, hid).transpose(0, 1).contiguous()
+            )  # (L, B, H)
         else:
-            hidden = states.new_zeros(layers, batch, hid)
-        cell = torch.zeros_like(hidden) if self.config.rnn_type == "lstm" else None
+            hidden = states.new_zeros(layers, batch, hid)  # (L, B, H)
         keys, values = self.attention.project_keys(states)
-        feed = states.new_zeros(batch, self.config.embedding_size) if self.input_feeding else None
-        return Seq2SeqAttnCache(hidden, cell, keys, values, encoder_outputs.attention_mask, feed)
+        return Seq2SeqAttnCache(
+            hidden=hidden,
+            cell=torch.zeros_like(hidden) if self.config.rnn_type == "lstm" else None,
+            keys=keys,
+            values=values,
+            mask=encoder_outputs.attention_mask,
+            feed=states.new_zeros(batch, self.config.embedding_size) if self.input_feeding else None,
+        )
+
+    # ----- the textbook steps (generation runs these) -----
+    def rnn_step(
+        self, x: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`s_t = f(s_{t-1}, x_t)` through the stacked layers, with dropout between layers.
+
+        Args:
+            x: `(B, input width)`; hidden, cell: `(L, B, H)`.
+        Returns:
+            new hidden and cell, `(L, B, H)` each.
+        """
+        new_hidden, new_cell = [], []
+        for layer in self.rnn_layers:
+            if layer.index > 0:
+                x = F.dropout(x, self.config.rnn_dropout, self.training)
+            gates_x = F.linear(x, layer.weight_ih, layer.bias_ih)  # (B, G)
+            layer_cell = cell[layer.index] if cell is not None else None
+            h, c = rnn_cell(
+                self.config.rnn_type, gates_x, hidden[layer.index], layer_cell, layer.weight_hh, layer.bias_hh
+            )
+            new_hidden.append(h)
+            new_cell.append(c)
+            x = h  # (B, H) input of the next layer
+        return torch.stack(new_hidden), (torch.stack(new_cell) if cell is not None else None)
+
+    def bahdanau_step(
+        self, embedded: torch.Tensor, state: Seq2SeqAttnCache
+    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
+        """One step of Bahdanau et al. 2015 (eqs. 4-6 and the read-out of appendix A.2.2).
+
+        Args:
+            embedded: `(B, E)` e(y_{t-1}), the previous target token's embedding.
+            state: the decoder state after step t-1.
+        Returns:
+            read-out `(B, E)`, the state after step t, attention weights `(B, N, 1, S)`.
+        """
+        s_prev = state.hidden[-1]  # (B, H) s_{t-1}, top layer
+        # c_t = sum_s a_{ts} h_s,  a_t = softmax(score(s_{t-1}, h))
+        context, weights = self.attention(s_prev.unsqueeze(1), state.keys, state.values, state.mask)
+        context = context.squeeze(1)  # (B, K)
+        # s_t = f(s_{t-1}, [e(y_{t-1}); c_t])
+        hidden, cell = self.rnn_step(
+            torch.cat([embedded, context], dim=-1), state.hidden, state.cell
+        )  # (L, B, H)
+        # t_t = tanh(W_o [s_t; c_t; e(y_{t-1})])
+        readout = torch.tanh(self.readout(torch.cat([hidden[-1], context, embedded], dim=-1)))  # (B, E)
+        return readout, state.advance(hidden=hidden, cell=cell, feed=None, steps=1), weights
+
+    def luong_step(
+        self, embedded: torch.Tensor, state: Seq2SeqAttnCache
+    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
+        """One step of Luong et al. 2015 (eqs. 5-8; input feeding of section 3.3 when configured).
+
+        Args:
+            embedded: `(B, E)` e(y_{t-1}).
+            state: the decoder state after step t-1 (`feed` = ~h_{t-1} with input feeding).
+        Returns:
+            attentional state ~h_t `(B, E)`, the state after step t, attention weights `(B, N, 1, S)`.
+        """
+        # s_t = f(s_{t-1}, [e(y_{t-1}); ~h_{t-1}])   (input feeding)   or   f(s_{t-1}, e(y_{t-1}))
+        x = torch.cat([embedded, state.feed], dim=-1) if state.feed is not None else embedded
+        hidden, cell = self.rnn_step(x, state.hidden, state.cell)  # (L, B, H)
+        s_t = hidden[-1]  # (B, H)
+        # c_t = sum_s a_{ts} h_s,  a_t = softmax(score(s_t, h))
+        context, weights = self.attention(s_t.unsqueeze(1), state.keys, state.values, state.mask)
+        # ~h_t = tanh(W_c [c_t; s_t])
+        attentional = torch.tanh(self.readout(torch.cat([context.squeeze(1), s_t], dim=-1)))  # (B, E)
+        feed = attentional if self.input_feeding else None
+        return attentional, state.advance(hidden=hidden, cell=cell, feed=feed, steps=1), weights
+
+    def step_by_step(
+        self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache
+    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
+        """Run the textbook step once per target position: the reference the fast paths must equal.
+
+        Args:
+            embeddings: `(B, T, E)` (after embedding dropout).
+        Returns:
+            features `(B, T, E)`, the state after the last step, weights `(B, N, T, S)`.
+        """
+        step = self.bahdanau_step if self.style == "bahdanau" else self.luong_step
+        outputs, all_weights = [], []
+        for embedded in embeddings.unbind(1):
+            output, cache, weights = step(embedded, cache)
+            outputs.append(output)
+            all_weights.append(weights)
+        return torch.stack(outputs, dim=1), cache, torch.cat(all_weights, dim=2)
 
     # ----- forward -----
     def forward(
         self, decoder_input_ids: torch.LongTensor, cache: Seq2SeqAttnCache
     ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
-        """Run T decoder steps from `cache` (teacher forcing when T > 1, one generation step when T = 1).
+        """Run T decoder steps from `cache`: the textbook step when T = 1 (generation), a fast path for T > 1.
 
         Args:
             decoder_input_ids: `(B, T)` previous target tokens (`decoder_start_token_id` first).
@@ -434,57 +713,93 @@ class Seq2SeqAttnDecoder(nn.Module):
             read-out features `(B, T, E)`, the new cache, attention weights `(B, N, T, S)`.
         """
         embeddings = self.dropout(self.embed_tokens(decoder_input_ids))  # (B, T, E)
-        if self.style == "luong" and not self.input_feeding:
-            features, new_cache, weights = self._luong_parallel(embeddings, cache)
+        if decoder_input_ids.shape[1] == 1:
+            features, new_cache, weights = self.step_by_step(embeddings, cache)
+        elif self.style == "luong" and not self.input_feeding:
+            features, new_cache, weights = self._fast_luong_parallel(embeddings, cache)
         else:
-            features, new_cache, weights = self._stepwise(embeddings, cache)
-        new_cache.seen_tokens = cache.seen_tokens + decoder_input_ids.shape[1]
+            features, new_cache, weights = self._fast_stepwise(embeddings, cache)
         return self.readout_dropout(features), new_cache, weights
 
-    def _luong_parallel(self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache):
-        """Luong without input feeding: the RNN does not depend on attention, so run it in one call."""
-        states, final = self.rnn(embeddings, cache.rnn_state)  # (B, T, H)
+    # ----- fast paths for teacher forcing: optimisations of the steps above -----
+    def _fast_luong_parallel(
+        self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache
+    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
+        """`luong_step` without input feeding, T steps at once.
+
+        The RNN input `e(y_{t-1})` does not depend on attention, so torch's fused RNN runs all T steps
+        in one call, and attention and `~h_t = tanh(W_c [c_t; s_t])` run once over all T queries.
+        """
+        states, final = self.rnn(embeddings, cache.rnn_state)  # (B, T, H) s_1..s_T
         context, weights = self.attention(states, cache.keys, cache.values, cache.mask)  # (B, T, K)
         features = torch.tanh(self.readout(torch.cat([context, states], dim=-1)))  # (B, T, E)
         hidden, cell = final if isinstance(final, tuple) else (final, None)
-        new_cache = Seq2SeqAttnCache(hidden, cell, cache.keys, cache.values, cache.mask, None, groups=cache.groups)
-        return features, new_cache, weights
+        return (
+            features,
+            cache.advance(hidden=hidden, cell=cell, feed=None, steps=embeddings.shape[1]),
+            weights,
+        )
 
-    def _stepwise(self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache):
-        """Bahdanau, or Luong with input feeding: attention and RNN interleave step by step."""
-        rnn, rnn_type, emb = self.rnn, self.config.rnn_type, self.config.embedding_size
-        layers = self.config.decoder_layers
-        weight_ih0 = rnn.weight_ih_l0
-        # The embedding part of layer 0's input projection, for every step in one matmul.
-        gates_emb = F.linear(embeddings, weight_ih0[:, :emb], rnn.bias_ih_l0)  # (B, T, G)
+    def _fast_stepwise(
+        self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache
+    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
+        """`bahdanau_step` / `luong_step` with input feeding, T steps, with the work hoisted out of the loop.
+
+        Differences from the textbook step, none of which changes the result:
+            * `W_ih x_t` is split by columns into `W_ih[:, :E] e(y_{t-1})`, done for all T in one matmul
+              before the loop, and `W_ih[:, E:] c_t` (Bahdanau) or `W_ih[:, E:] ~h_{t-1}` (feeding);
+            * Bahdanau: `W_q s_{t-1}` (the attention query) and the top layer's `W_hh s_{t-1}` read the
+              same vector, so one matmul with the two matrices stacked computes both;
+            * the Bahdanau read-out `tanh(W_o [s_t; c_t; e(y_{t-1})])` runs once over all T.
+        """
+        rnn_type, layers = self.config.rnn_type, self.rnn_layers
+        bottom, top = layers[0], layers[-1]
+        emb = self.config.embedding_size
+        attention = self.attention
+        # e(y_{t-1}) part of the bottom layer's input projection, for every step in one matmul.
+        gates_emb = F.linear(embeddings, bottom.weight_ih[:, :emb], bottom.bias_ih)  # (B, T, G)
         # unbind, not gates_emb[:, t]: each select's backward zero-fills and adds a full (B, T, G) grad.
         gates_emb_steps = gates_emb.unbind(1)  # T x (B, G)
-        weight_ctx = weight_ih0[:, emb:]  # acts on c_t (Bahdanau) or ~h_{t-1} (input feeding)
+        weight_ctx = bottom.weight_ih[:, emb:]  # acts on c_t (Bahdanau) or ~h_{t-1} (input feeding)
+        fuse_query = self.style == "bahdanau" and attention.query_proj is not None
+        if fuse_query:
+            gates = top.weight_hh.shape[0]
+            fused_weight = torch.cat([top.weight_hh, attention.query_proj.weight])  # (G + A, H)
+            query_bias = attention.query_proj.bias
+            if query_bias is None:
+                query_bias = top.bias_hh.new_zeros(attention.query_proj.out_features)
+            fused_bias = torch.cat([top.bias_hh, query_bias])  # (G + A,)
         hidden = list(cache.hidden.unbind(0))  # L x (B, H)
-        cell = list(cache.cell.unbind(0)) if cache.cell is not None else [None] * layers
+        cell = list(cache.cell.unbind(0)) if cache.cell is not None else [None] * len(layers)
         feed = cache.feed
         outputs, contexts, all_weights = [], [], []
         for t in range(embeddings.shape[1]):
+            top_gates_h = None
             if self.style == "bahdanau":
-                context, weights = self.attention(hidden[-1].unsqueeze(1), cache.keys, cache.values, cache.mask)
+                if fuse_query:
+                    projected = F.linear(hidden[-1], fused_weight, fused_bias)  # (B, G + A)
+                    top_gates_h, query = projected[:, :gates], projected[:, gates:]
+                    query = attention._split_heads(query.unsqueeze(1))  # (B, N, 1, D)
+                else:
+                    query = attention.project_query(hidden[-1].unsqueeze(1))  # (B, N, 1, D)
+                context, weights = attention.attend(query, cache.keys, cache.values, cache.mask)  # (B, 1, K)
                 gates_x = gates_emb_steps[t] + F.linear(context[:, 0], weight_ctx)  # (B, G)
             else:
-                gates_x = gates_emb_steps[t] + F.linear(feed, weight_ctx)
-            for layer in range(layers):
-                if layer > 0:
-                    below = F.dropout(hidden[layer - 1], self.config.rnn_dropout, self.training)
-                    gates_x = F.linear(below, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
-                hidden[layer], cell[layer] = rnn_cell(
-                    rnn_type,
-                    gates_x,
-                    hidden[layer],
-                    cell[layer],
-                    getattr(rnn, f"weight_hh_l{layer}"),
-                    getattr(rnn, f"bias_hh_l{layer}"),
+                gates_x = gates_emb_steps[t] + F.linear(feed, weight_ctx)  # (B, G)
+            for layer in layers:
+                if layer.index > 0:
+                    below = F.dropout(hidden[layer.index - 1], self.config.rnn_dropout, self.training)
+                    gates_x = F.linear(below, layer.weight_ih, layer.bias_ih)  # (B, G)
+                if layer is top and top_gates_h is not None:
+                    gates_h = top_gates_h
+                else:
+                    gates_h = F.linear(hidden[layer.index], layer.weight_hh, layer.bias_hh)  # (B, G)
+                hidden[layer.index], cell[layer.index] = cell_update(
+                    rnn_type, gates_x, gates_h, hidden[layer.index], cell[layer.index]
                 )
             if self.style == "luong":
-                context, weights = self.attention(hidden[-1].unsqueeze(1), cache.keys, cache.values, cache.mask)
-                feed = torch.tanh(self.readout(torch.cat([context[:, 0], hidden[-1]], dim=-1)))  # (B, E)
+                context, weights = attention(hidden[-1].unsqueeze(1), cache.keys, cache.values, cache.mask)
+                feed = torch.tanh(self.readout(torch.cat([context[:, 0], hidden[-1]], dim=-1)))  # (B, E) ~h_t
                 outputs.append(feed)
             else:
                 outputs.append(hidden[-1])
@@ -496,14 +811,11 @@ class Seq2SeqAttnDecoder(nn.Module):
             states = torch.stack(outputs, dim=1)  # (B, T, H)
             context = torch.cat(contexts, dim=1)  # (B, T, K)
             features = torch.tanh(self.readout(torch.cat([states, context, embeddings], dim=-1)))  # (B, T, E)
-        new_cache = Seq2SeqAttnCache(
-            torch.stack(hidden),
-            torch.stack(cell) if cache.cell is not None else None,
-            cache.keys,
-            cache.values,
-            cache.mask,
-            feed,
-            groups=cache.groups,
+        new_cache = cache.advance(
+            hidden=torch.stack(hidden),
+            cell=torch.stack(cell) if cache.cell is not None else None,
+            feed=feed,
+            steps=embeddings.shape[1],
         )
         return features, new_cache, torch.cat(all_weights, dim=2)  # weights (B, N, T, S)
 
@@ -517,6 +829,8 @@ class Seq2SeqAttnPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = False
     _no_split_modules = ["Seq2SeqAttnEncoder", "Seq2SeqAttnDecoder"]
+    # The decoder state cannot be rewound to an earlier token: generate() refuses assisted decoding.
+    _is_stateful = True
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -589,18 +903,17 @@ class Seq2SeqAttnPreTrainedModel(PreTrainedModel):
                     param.zero_()
                     if module.mode == "LSTM":  # forget-gate bias 1: remember by default
                         param[module.hidden_size : 2 * module.hidden_size].fill_(1.0)
-        elif isinstance(module, Seq2SeqAttnAttention):
-            if module.energy is not None:
-                init.uniform_(module.energy, -std, std)
-            if module.bilinear is not None:
-                init.xavier_uniform_(module.bilinear)
+        elif isinstance(module, AdditiveAttention):
+            init.uniform_(module.energy, -std, std)
+        elif isinstance(module, GeneralAttention) and module.bilinear is not None:
+            init.xavier_uniform_(module.bilinear)
 
 
 def _make_embeddings(config: Seq2SeqAttnConfig) -> tuple[nn.Embedding, nn.Embedding]:
     source = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
     if config.share_encoder_decoder_embeddings:
         return source, source
-    target = nn.Embedding(config.target_vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+    target = nn.Embedding(config.decoder_vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
     return source, target
 
 
@@ -616,6 +929,16 @@ def _as_encoder_output(encoder_outputs, input_ids, pad_token_id: int) -> Seq2Seq
         else:
             mask = source_mask(input_ids, None, pad_token_id)
     return Seq2SeqAttnEncoderOutput(last_hidden_state=states, final_hidden_state=final, attention_mask=mask)
+
+
+def _check_cache(past_key_values: object) -> None:
+    if past_key_values is not None and not isinstance(past_key_values, Seq2SeqAttnCache):
+        raise ValueError(
+            f"`past_key_values` must be the model's own `Seq2SeqAttnCache` (returned as `past_key_values` by a "
+            f"previous call, or made by `model.model.decoder.init_cache`); got {type(past_key_values).__name__}. "
+            "A recurrent decoder keeps no per-token keys and values, so transformers' `Cache` classes cannot "
+            "serve it: pass `past_key_values=None` to start from the encoder."
+        )
 
 
 class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
@@ -674,13 +997,16 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         use_cache = use_cache if use_cache is not None else self.config.use_cache
+        _check_cache(past_key_values)
         if decoder_input_ids is None:
             raise ValueError("`decoder_input_ids` (or `labels`, from which they are made) are required.")
+        check_integer_ids(decoder_input_ids, "decoder_input_ids")
         if decoder_input_ids.dim() != 2 or decoder_input_ids.numel() == 0:
             raise ValueError(
                 f"`decoder_input_ids` must be a non-empty (batch, length) tensor; got {tuple(decoder_input_ids.shape)}."
             )
-        check_token_ids(decoder_input_ids, self.decoder.embed_tokens.num_embeddings, "decoder_input_ids")
+        if decoder_input_ids.shape[1] > 1:  # teacher forcing; generation steps (T = 1) skip the host sync
+            check_token_ids(decoder_input_ids, self.decoder.embed_tokens.num_embeddings, "decoder_input_ids")
         if encoder_outputs is None:
             if input_ids is None:
                 raise ValueError("Pass `input_ids` (the source) or precomputed `encoder_outputs`.")
@@ -706,13 +1032,16 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+# --------------------------------------------------------------------------------------------
+# Heads
+# --------------------------------------------------------------------------------------------
 class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, GenerationMixin):
     """[`Seq2SeqAttnModel`] plus the vocabulary projection, the loss, and `generate()`."""
 
     def __init__(self, config: Seq2SeqAttnConfig):
         super().__init__(config)
         self.model = Seq2SeqAttnModel(config)
-        self.lm_head = nn.Linear(config.embedding_size, config.target_vocab_size)
+        self.lm_head = nn.Linear(config.embedding_size, config.decoder_vocab_size)
         tied = {}
         if config.share_encoder_decoder_embeddings:
             tied["model.decoder.embed_tokens.weight"] = "model.encoder.embed_tokens.weight"
@@ -771,7 +1100,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
-            check_labels(labels, self.config.target_vocab_size)
+            check_labels(labels, self.config.decoder_vocab_size)
             if decoder_input_ids is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
         outputs = self.model(
@@ -824,25 +1153,40 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
                 inputs[key] = kwargs[key]
         return inputs
 
-    @torch.inference_mode()
-    def generate(self, *args, **kwargs):
-        """`GenerationMixin.generate` under `torch.inference_mode` (no autograd bookkeeping at all).
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """`GenerationMixin.generate` (under `torch.no_grad()`, so its outputs are ordinary tensors).
 
-        An empty batch or `max_new_tokens=0` is answered with a clear error or the start token alone,
-        see the README's generation notes.
+        Refuses up front what a recurrent decoder state cannot serve: a `cache_implementation`
+        (transformers' static/offloaded/quantized caches store per-token keys and values) and a foreign
+        `past_key_values`. Assisted decoding and prompt lookup are refused by `generate()` itself
+        because the model is stateful (its state cannot be rewound to drop rejected draft tokens).
         """
-        return super().generate(*args, **kwargs)
+        implementation = kwargs.get("cache_implementation")
+        if implementation is None and generation_config is not None:
+            implementation = getattr(generation_config, "cache_implementation", None)
+        if implementation is None and generation_config is None and self.generation_config is not None:
+            implementation = self.generation_config.cache_implementation
+        if implementation is not None:
+            raise ValueError(
+                f"`cache_implementation={implementation!r}` is not supported: this recurrent model carries its own "
+                "fixed-size decoder state (`Seq2SeqAttnCache`) instead of per-token keys and values. Leave "
+                "`cache_implementation` unset."
+            )
+        _check_cache(kwargs.get("past_key_values"))
+        return super().generate(inputs, generation_config, **kwargs)
 
 
 def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
     """Labels must be token ids in the target vocabulary or -100 (ignored)."""
+    check_integer_ids(labels, "labels")
     valid = labels[labels != -100]
-    if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vocab_size):
-        bad = int(valid.min()) if int(valid.min()) < 0 else int(valid.max())
-        raise ValueError(
-            f"`labels` contains {bad}, outside the target vocabulary [0, {vocab_size}) and not -100 "
-            "(the ignore index). Check that the target tokenizer matches the model."
-        )
+    if valid.numel():
+        low, high = (int(value) for value in torch.aminmax(valid))
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"`labels` contains {low if low < 0 else high}, outside the target vocabulary [0, {vocab_size}) "
+                "and not -100 (the ignore index). Check that the target tokenizer matches the model."
+            )
 
 
 def sequence_loss(
@@ -864,6 +1208,11 @@ def sequence_loss(
 
 
 __all__ = [
+    "ATTENTION_SCORES",
+    "AdditiveAttention",
+    "DotAttention",
+    "GeneralAttention",
+    "ScaledDotAttention",
     "Seq2SeqAttnAttention",
     "Seq2SeqAttnCache",
     "Seq2SeqAttnEncoder",

@@ -1,17 +1,25 @@
-"""generate(): greedy == argmax loop, beam(1) == greedy, cache on/off identical, batched == one-by-one."""
+"""generate(): greedy == argmax loop, beam search(1) == greedy, cache on/off identical, batched == one-by-one."""
 
 import pytest
 import torch
 from conftest import make_config, padded_batch
 
+from transformers import GenerationConfig
+from transformers.generation.configuration_utils import GenerationMode
+from transformers.generation.utils import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput
+
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
 
 
-@pytest.fixture(params=[("gru", "bahdanau", False, 1), ("lstm", "luong", True, 4), ("gru", "luong", False, 2)])
+@pytest.fixture(
+    params=[("gru", "bahdanau", False, 1), ("lstm", "luong", True, 4), ("gru", "luong", False, 2)]
+)
 def model(request):
     rnn_type, style, feeding, heads = request.param
     torch.manual_seed(1)
-    config = make_config(rnn_type=rnn_type, decoder_style=style, input_feeding=feeding, num_attention_heads=heads)
+    config = make_config(
+        rnn_type=rnn_type, decoder_style=style, input_feeding=feeding, num_attention_heads=heads
+    )
     model = Seq2SeqAttnForConditionalGeneration(config).eval()
     # sharper distributions than at init, so greedy/beam paths differ and ties are unlikely
     with torch.no_grad():
@@ -40,17 +48,38 @@ def test_greedy_generate_equals_manual_argmax_loop(model):
         assert torch.equal(generated, expected)
 
 
-def test_one_beam_equals_greedy(model):
+class BeamSearchConfig(GenerationConfig):
+    """Routes `num_beams=1` to beam search: stock `generate()` would resolve it to greedy search."""
+
+    def get_generation_mode(self, assistant_model=None):
+        return GenerationMode.BEAM_SEARCH
+
+
+def test_one_beam_search_equals_greedy(model):
     source = padded_batch([5, 3, 4])
-    greedy = model.generate(source, max_new_tokens=8)
-    beam = model.generate(source, max_new_tokens=8, num_beams=1, early_stopping=True)
-    assert torch.equal(greedy, beam)
+    greedy = model.generate(source, max_new_tokens=8, return_dict_in_generate=True)
+    config = BeamSearchConfig(
+        **{
+            **model.generation_config.to_dict(),
+            "num_beams": 1,
+            "max_new_tokens": 8,
+            "return_dict_in_generate": True,
+        }
+    )
+    beam = model.generate(source, generation_config=config)
+    assert isinstance(beam, GenerateBeamEncoderDecoderOutput)  # really ran beam search
+    assert isinstance(greedy, GenerateEncoderDecoderOutput)
+    assert torch.equal(greedy.sequences, beam.sequences)
 
 
 def test_beam_search_same_with_and_without_cache(model):
     source = padded_batch([5, 3, 4])
     kwargs = dict(
-        max_new_tokens=8, num_beams=4, num_return_sequences=2, return_dict_in_generate=True, output_scores=True
+        max_new_tokens=8,
+        num_beams=4,
+        num_return_sequences=2,
+        return_dict_in_generate=True,
+        output_scores=True,
     )
     cached = model.generate(source, use_cache=True, **kwargs)
     uncached = model.generate(source, use_cache=False, **kwargs)
@@ -64,7 +93,9 @@ def test_batched_generation_with_padding_equals_one_by_one(model):
     for kwargs in (dict(), dict(num_beams=3, length_penalty=0.8)):
         batched = model.generate(source, max_new_tokens=7, min_new_tokens=7, **kwargs)
         for row, length in enumerate(lengths):
-            single = model.generate(source[row : row + 1, :length], max_new_tokens=7, min_new_tokens=7, **kwargs)
+            single = model.generate(
+                source[row : row + 1, :length], max_new_tokens=7, min_new_tokens=7, **kwargs
+            )
             assert torch.equal(batched[row : row + 1, : single.shape[1]], single)
 
 
@@ -119,15 +150,93 @@ def test_each_generated_token_costs_one_decoder_step(model, monkeypatch):
     assert len(encoder_calls) == 1
 
 
-def test_reorder_cache_copies_keys_only_when_rows_of_different_sources_mix():
+def eos_prone(model, source, **kwargs):
+    """Make EOS likely after a few tokens, so the batch's sequences end at different steps
+    (three different ends, counting "not ended" as one, and at least two rows ending).
+
+    A random, large EOS row of the (tied) output matrix makes the EOS logit depend on the decoder state;
+    its bias is raised from "never" until the ends spread out. Deterministic for the fixture's seed.
+    """
+    eos = model.config.eos_token_id
+    with torch.no_grad():
+        model.lm_head.weight[eos] = (
+            torch.randn(model.config.embedding_size, generator=torch.Generator().manual_seed(0)) * 6
+        )
+    for bias in torch.arange(-4.0, 8.0, 0.5):
+        with torch.no_grad():
+            model.lm_head.bias[eos] = bias
+        out = model.generate(source, max_new_tokens=8, **kwargs)
+        ends = [row.tolist().index(eos) if eos in row.tolist() else None for row in out]
+        if len(set(ends)) >= 3 and ends.count(None) < len(ends) - 1:  # None: ran to max_new_tokens
+            return out, ends
+    raise AssertionError("no EOS bias gives sequences ending at different steps")
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, length_penalty=0.6)], ids=["greedy", "beam"])
+def test_batched_generation_with_sequences_ending_at_different_steps_equals_one_by_one(model, kwargs):
+    lengths = [6, 2, 4, 5, 3]
+    source = padded_batch(lengths)
+    batched, _ = eos_prone(model, source, **kwargs)
+    for row, length in enumerate(lengths):
+        single = model.generate(source[row : row + 1, :length], max_new_tokens=8, **kwargs)
+        assert torch.equal(batched[row : row + 1, : single.shape[1]], single)
+        filler = torch.tensor([model.config.pad_token_id, model.config.eos_token_id])
+        assert torch.isin(batched[row, single.shape[1] :], filler).all()  # only padding after its end
+
+
+def test_generate_outputs_are_ordinary_tensors_usable_for_training(model):
+    """Back-translation and RL loops train on generated ids: no inference tensors."""
+    source = padded_batch([5, 3])
+    generated = model.generate(source, max_new_tokens=5)
+    assert not generated.is_inference()
+    model.train()
+    loss = model(input_ids=source, labels=generated[:, 1:]).loss
+    loss.backward()
+    assert model.lm_head.weight.grad is not None
+
+
+def test_reorder_cache_selects_rows_of_every_tensor():
     from hf_seq2seq_attn.modeling_seq2seq_attn import Seq2SeqAttnCache
 
-    keys = torch.arange(3.0).repeat_interleave(2)[:, None, None, None].expand(6, 1, 2, 3).contiguous()  # 3 sources x 2 beams
-    mask = torch.ones(6, 2, dtype=torch.bool)
-    cache = Seq2SeqAttnCache(torch.randn(1, 6, 4), None, keys, keys.clone(), mask, None)
-    within = torch.tensor([1, 0, 2, 2, 5, 4])  # beams shuffled within each source
-    cache.reorder_cache(within)
-    assert cache.keys is keys  # nothing copied
-    across = torch.tensor([2, 2, 0, 1, 4, 5])  # rows of source 1 replace those of source 0
-    cache.reorder_cache(across)
-    assert torch.equal(cache.keys, keys.index_select(0, across))
+    keys = torch.randn(6, 1, 2, 3)
+    values, mask = torch.randn(6, 1, 2, 5), torch.rand(6, 2) > 0.3
+    hidden, cell, feed = torch.randn(2, 6, 4), torch.randn(2, 6, 4), torch.randn(6, 7)
+    cache = Seq2SeqAttnCache(
+        hidden=hidden, cell=cell, keys=keys, values=values, mask=mask, feed=feed, seen_tokens=3
+    )
+    order = torch.tensor([2, 2, 0, 1, 4, 5])
+    cache.reorder_cache(order)
+    assert torch.equal(cache.hidden, hidden[:, order]) and torch.equal(cache.cell, cell[:, order])
+    assert torch.equal(cache.feed, feed[order]) and torch.equal(cache.keys, keys[order])
+    assert torch.equal(cache.values, values[order]) and torch.equal(cache.mask, mask[order])
+    assert cache.get_seq_length() == 3
+
+
+def test_generation_steps_do_not_synchronise_with_the_host(model, monkeypatch):
+    """No per-token `.item()`/`int(tensor)`/`torch.equal` in the model: count them during decoder steps."""
+    source = padded_batch([5, 3])
+    encoder_outputs = model.get_encoder()(source)
+    cache = model.model.decoder.init_cache(encoder_outputs)
+    calls = []
+    for name in ("item", "__int__", "__bool__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name):
+            calls.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    monkeypatch.setattr(torch, "equal", lambda *args: calls.append("equal") or True)
+    token = torch.full((2, 1), model.config.decoder_start_token_id)
+    with torch.no_grad():
+        for _ in range(3):
+            out = model(
+                encoder_outputs=encoder_outputs,
+                decoder_input_ids=token,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            cache.reorder_cache(torch.tensor([1, 0]))
+            token = out.logits[:, -1:].argmax(-1)
+    assert calls == []

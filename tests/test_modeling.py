@@ -8,7 +8,7 @@ import torch
 from conftest import make_config, padded_batch
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.modeling_seq2seq_attn import Seq2SeqAttnAttention, rnn_cell
+from hf_seq2seq_attn.modeling_seq2seq_attn import ATTENTION_SCORES, rnn_cell
 
 VARIANTS = list(
     itertools.product(
@@ -72,8 +72,12 @@ def test_every_variant_trains_and_cached_decoding_equals_teacher_forcing(
     model = model.double().eval()
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
     full = model(input_ids=source, decoder_input_ids=decoder_input_ids).logits
-    torch.testing.assert_close(stepwise_logits(model, source, decoder_input_ids), full, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(stepwise_logits(model, source, decoder_input_ids, (2,)), full, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        stepwise_logits(model, source, decoder_input_ids), full, rtol=1e-10, atol=1e-10
+    )
+    torch.testing.assert_close(
+        stepwise_logits(model, source, decoder_input_ids, (2,)), full, rtol=1e-10, atol=1e-10
+    )
 
 
 def test_padded_keys_get_exactly_zero_weight_and_rows_sum_to_one():
@@ -103,7 +107,9 @@ def test_batched_forward_equals_one_by_one():
     batched = model(input_ids=source, decoder_input_ids=target).logits
     for row in range(3):
         length = int((source[row] != 0).sum())
-        single = model(input_ids=source[row : row + 1, :length], decoder_input_ids=target[row : row + 1]).logits
+        single = model(
+            input_ids=source[row : row + 1, :length], decoder_input_ids=target[row : row + 1]
+        ).logits
         torch.testing.assert_close(batched[row : row + 1], single, rtol=1e-5, atol=1e-6)
 
 
@@ -123,13 +129,25 @@ def softmax_masked(scores, mask):
 @pytest.mark.parametrize("attention_type", ["additive", "dot", "general", "scaled_dot"])
 def test_single_head_score_matches_formula(attention_type):
     config = make_config(attention_type=attention_type)
-    attention = Seq2SeqAttnAttention(config).double()
+    attention = ATTENTION_SCORES[attention_type](config).double()
     for p in attention.parameters():
         torch.nn.init.normal_(p)
     s, h, mask = attention_inputs(config)
     if attention_type == "additive":  # v^T tanh(W_q s + W_k h + b)
-        wq, wk, b, v = attention.query_proj.weight, attention.key_proj.weight, attention.key_proj.bias, attention.energy[0]
-        scores = torch.einsum("a,btsa->bts", v, torch.tanh(torch.einsum("ah,bth->bta", wq, s)[:, :, None] + (torch.einsum("ak,bsk->bsa", wk, h) + b)[:, None]))
+        wq, wk, b, v = (
+            attention.query_proj.weight,
+            attention.key_proj.weight,
+            attention.key_proj.bias,
+            attention.energy[0],
+        )
+        scores = torch.einsum(
+            "a,btsa->bts",
+            v,
+            torch.tanh(
+                torch.einsum("ah,bth->bta", wq, s)[:, :, None]
+                + (torch.einsum("ak,bsk->bsa", wk, h) + b)[:, None]
+            ),
+        )
     elif attention_type == "dot":  # s^T h
         scores = torch.einsum("bth,bsh->bts", s, h)
     elif attention_type == "general":  # s^T W h
@@ -146,7 +164,7 @@ def test_single_head_score_matches_formula(attention_type):
 @pytest.mark.parametrize("attention_type", ["additive", "general"])
 def test_multi_head_score_matches_formula(attention_type):
     config = make_config(attention_type=attention_type, num_attention_heads=4)
-    attention = Seq2SeqAttnAttention(config).double()
+    attention = ATTENTION_SCORES[attention_type](config).double()
     for p in attention.parameters():
         torch.nn.init.normal_(p, std=0.5)
     s, h, mask = attention_inputs(config)
@@ -169,7 +187,7 @@ def test_multi_head_score_matches_formula(attention_type):
 
 def test_multi_head_scaled_dot_matches_torch_multihead_attention():
     config = make_config(attention_type="scaled_dot", num_attention_heads=4)  # H = K = A = 16
-    attention = Seq2SeqAttnAttention(config).double().eval()
+    attention = ATTENTION_SCORES["scaled_dot"](config).double().eval()
     for p in attention.parameters():
         torch.nn.init.normal_(p, std=0.3)
     mha = torch.nn.MultiheadAttention(16, 4, kdim=16, vdim=16, batch_first=True).double().eval()
@@ -177,7 +195,9 @@ def test_multi_head_scaled_dot_matches_torch_multihead_attention():
         mha.in_proj_weight.copy_(
             torch.cat([attention.query_proj.weight, attention.key_proj.weight, attention.value_proj.weight])
         )
-        mha.in_proj_bias.copy_(torch.cat([attention.query_proj.bias, attention.key_proj.bias, attention.value_proj.bias]))
+        mha.in_proj_bias.copy_(
+            torch.cat([attention.query_proj.bias, attention.key_proj.bias, attention.value_proj.bias])
+        )
         mha.out_proj.weight.copy_(attention.out_proj.weight)
         mha.out_proj.bias.copy_(attention.out_proj.bias)
     s, h, mask = attention_inputs(config)
@@ -194,7 +214,9 @@ def test_rnn_cell_matches_torch_cell(rnn_type):
     cell = cls(5, 7).double()
     x, h, c = (torch.randn(3, n, dtype=torch.float64) for n in (5, 7, 7))
     gates_x = torch.nn.functional.linear(x, cell.weight_ih, cell.bias_ih)
-    got_h, got_c = rnn_cell(rnn_type, gates_x, h, c if rnn_type == "lstm" else None, cell.weight_hh, cell.bias_hh)
+    got_h, got_c = rnn_cell(
+        rnn_type, gates_x, h, c if rnn_type == "lstm" else None, cell.weight_hh, cell.bias_hh
+    )
     expected = cell(x, (h, c)) if rnn_type == "lstm" else (cell(x, h), None)
     torch.testing.assert_close(got_h, expected[0])
     if rnn_type == "lstm":
@@ -250,5 +272,7 @@ def test_tied_and_shared_embeddings():
 
 def test_separate_target_vocabulary():
     model = build(decoder_vocab_size=11).eval()
-    logits = model(input_ids=padded_batch([4, 3]), decoder_input_ids=padded_batch([3, 3], vocab_size=11)).logits
+    logits = model(
+        input_ids=padded_batch([4, 3]), decoder_input_ids=padded_batch([3, 3], vocab_size=11)
+    ).logits
     assert logits.shape == (2, 3, 11)
