@@ -1,0 +1,459 @@
+"""A Seq2SeqAttn model backed by ONNX Runtime sessions, with the same `generate()`.
+
+[`Seq2SeqAttnOnnxModel`] runs the three graphs written by [`export_onnx`] (`onnx_export.py`): the
+encoder once per batch, the decoder's initial state once, and one decoder step per generated token.
+Like optimum's `ORTModelForSeq2SeqLM` it is a `GenerationMixin` whose `forward` returns torch
+logits, so greedy search, beam search, sampling, `no_repeat_ngram_size`, `num_return_sequences`,
+`output_scores` / `output_logits`, `output_attentions` and the package's translation pipeline all work
+unchanged. The recurrent state between steps is a [`Seq2SeqAttnOnnxCache`] of NumPy arrays that
+ONNX Runtime reads and writes directly; only the logits (and attention weights) become torch tensors.
+
+Shapes as in `modeling_seq2seq_attn.py`: B batch, S source length, T target length, L decoder
+layers, H decoder hidden, E embedding, K encoder output, N heads, D per-head width, V target vocabulary.
+
+Example:
+
+```python
+>>> from hf_seq2seq_attn.modeling_ort import load_onnx_model_and_tokenizer
+>>> from hf_seq2seq_attn.inference import translate
+>>> model, tokenizer = load_onnx_model_and_tokenizer("outputs/demo-onnx")   # int8 graphs if exported
+>>> translate(model, tokenizer, ["Y dijo Dios: Sea la luz."], num_beams=5)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import Seq2SeqLMOutput
+
+from .configuration_seq2seq_attn import Seq2SeqAttnConfig
+from .modeling_seq2seq_attn import Seq2SeqAttnEncoderOutput
+from .onnx_export import MANIFEST_NAME, require
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks (the traced graphs hold none: the model's own checks became constants)
+# --------------------------------------------------------------------------------------------
+def _check_ids(ids: np.ndarray, vocab_size: int, name: str) -> None:
+    """Raise `ValueError` for ids outside `[0, vocab_size)` (ONNX Runtime's Gather would fail obscurely)."""
+    if ids.ndim != 2 or ids.size == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty (batch, length) tensor; got shape {tuple(ids.shape)}."
+        )
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"`{name}` contains token id {bad}, outside the model's vocabulary [0, {vocab_size}). "
+            "Was the data tokenized with a different tokenizer than the one the model was built for?"
+        )
+
+
+def _source_mask(input_ids: np.ndarray, attention_mask: np.ndarray | None, pad_token_id: int) -> np.ndarray:
+    """The bool mask `(B, S)` of a right-padded batch, checked as the PyTorch encoder checks it."""
+    if attention_mask is None:
+        mask = input_ids != pad_token_id
+    else:
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` has shape {tuple(attention_mask.shape)} but `input_ids` has "
+                f"{tuple(input_ids.shape)}; pass the mask returned by the tokenizer with the same ids."
+            )
+        mask = attention_mask.astype(bool)
+    lengths = mask.sum(axis=1)
+    if (lengths == 0).any():
+        rows = np.flatnonzero(lengths == 0).tolist()
+        raise ValueError(
+            f"Source sequence(s) {rows[:10]} are all padding. Every source needs at least one token "
+            "(the tokenizer appends </s>, so encode even empty strings with it)."
+        )
+    if not np.array_equal(mask, np.arange(mask.shape[1])[None, :] < lengths[:, None]):
+        raise ValueError(
+            "The source mask must be right-padded (ones then zeros in every row). Tokenize with "
+            "`padding_side='right'`."
+        )
+    return mask
+
+
+def _numpy(tensor: Any, dtype: type) -> np.ndarray:
+    array = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoder state
+# --------------------------------------------------------------------------------------------
+class Seq2SeqAttnOnnxCache:
+    """The decoder state between ONNX steps, as NumPy arrays ONNX Runtime reads without copying.
+
+    Attributes:
+        states: `{"hidden": (L, B, H), "cell": (L, B, H) (LSTM), "keys": (B, N, S, D), "values": (B, N, S, D
+            or K), "feed": (B, E) (Luong input feeding)}`, float32, only the fields the model has.
+        mask: `(B, S)` bool source mask.
+        seen_tokens: target tokens consumed so far.
+        groups: `(B,)` labels of adjacent rows with identical keys, values and mask (the beams of one
+            source), made by the first [`reorder_cache`].
+    """
+
+    is_compileable = False
+
+    def __init__(
+        self,
+        states: dict[str, np.ndarray],
+        mask: np.ndarray,
+        seen_tokens: int = 0,
+        groups: np.ndarray | None = None,
+    ):
+        self.states = states
+        self.mask = mask
+        self.seen_tokens = seen_tokens
+        self.groups = groups
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def reorder_cache(self, beam_idx: torch.Tensor | np.ndarray) -> None:
+        """Select batch rows in place (beam search): `hidden`/`cell` are batch-second, the rest batch-first.
+
+        Keys, values and the mask are copied only when a row takes a row with other contents: beam search
+        shuffles the beams of one source, whose rows are identical, so usually they are left alone.
+        """
+        index = _numpy(beam_idx, np.int64)
+        for name in ("hidden", "cell"):
+            if name in self.states:
+                self.states[name] = np.take(self.states[name], index, axis=1)
+        if "feed" in self.states:
+            self.states["feed"] = np.take(self.states["feed"], index, axis=0)
+        if self.groups is None:
+            self.groups = _equal_row_groups(self.states["keys"], self.states["values"], self.mask)
+        if not np.array_equal(self.groups[index], self.groups):
+            for name in ("keys", "values"):
+                self.states[name] = np.take(self.states[name], index, axis=0)
+            self.mask = np.take(self.mask, index, axis=0)
+            self.groups = self.groups[index]
+
+
+def _equal_row_groups(*arrays: np.ndarray) -> np.ndarray:
+    """`(B,)` labels, one per run of adjacent rows that are identical in every (batch-first) array."""
+    same = np.ones(arrays[0].shape[0] - 1, dtype=bool)  # (B-1,)
+    for array in arrays:
+        same &= (array[1:] == array[:-1]).reshape(array.shape[0] - 1, -1).all(axis=1)
+    return np.concatenate([[0], np.cumsum(~same)]).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoder
+# --------------------------------------------------------------------------------------------
+class Seq2SeqAttnOnnxEncoder:
+    """The encoder graph behind the interface `generate()` expects from `get_encoder()`."""
+
+    main_input_name = "input_ids"
+
+    def __init__(self, session: Any, config: Seq2SeqAttnConfig):
+        self.session = session
+        self.config = config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> Seq2SeqAttnEncoderOutput:
+        """Encode a right-padded batch `(B, S)`; returns torch `last_hidden_state (B, S, K)`,
+        `final_hidden_state (B, K)` and the bool `attention_mask (B, S)` (all batch-first, so `generate()`
+        can expand them for beams). `output_hidden_states` is not supported by the graph and ignored."""
+        ids = _numpy(input_ids, np.int64)
+        _check_ids(ids, self.config.vocab_size, "input_ids")
+        mask = _source_mask(
+            ids,
+            None if attention_mask is None else _numpy(attention_mask, np.int64),
+            int(self.config.pad_token_id or 0),
+        )
+        states, final = self.session.run(None, {"input_ids": ids, "attention_mask": mask.astype(np.int64)})
+        return Seq2SeqAttnEncoderOutput(
+            last_hidden_state=torch.from_numpy(states),  # type: ignore[arg-type]  # (B, S, K)
+            final_hidden_state=torch.from_numpy(final),  # type: ignore[arg-type]  # (B, K)
+            attention_mask=torch.from_numpy(mask),  # type: ignore[arg-type]  # (B, S)
+        )
+
+    __call__ = forward
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+def _session_options(num_threads: int | None) -> Any:
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(num_threads or torch.get_num_threads())
+    options.inter_op_num_threads = 1  # the graphs are chains: no parallel branches worth a second pool
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
+    """Seq2SeqAttn inference on ONNX Runtime: the PyTorch model's `generate()` over exported graphs.
+
+    Build it with [`from_pretrained`] on a folder written by [`export_onnx`] / `seq2seq-attn export`.
+    It holds no torch parameters; `device` is always CPU and `dtype` float32 (the graphs' precision).
+    """
+
+    config_class = Seq2SeqAttnConfig
+    base_model_prefix = "onnx_model"
+    main_input_name = "input_ids"
+    _is_stateful = True  # the recurrent state cannot be cropped (assisted decoding fails clearly)
+
+    def __init__(
+        self,
+        config: Seq2SeqAttnConfig,
+        sessions: dict[str, Any],
+        manifest: dict,
+        int8: bool = False,
+        generation_config: GenerationConfig | None = None,
+    ):
+        super().__init__(config)
+        self.sessions = sessions
+        self.manifest = manifest
+        self.int8 = int8
+        self.encoder = Seq2SeqAttnOnnxEncoder(sessions["encoder"], config)
+        self.state_names: list[str] = list(manifest["state_names"])
+        self.recurrent_state_names: list[str] = list(manifest["recurrent_state_names"])
+        self._init_inputs = {node.name for node in sessions["decoder_init"].get_inputs()}
+        self._step_outputs = [node.name for node in sessions["decoder_step"].get_outputs()]
+        if generation_config is not None:
+            self.generation_config = generation_config
+        self.post_init()
+
+    # ----- loading -----
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, folder: str | os.PathLike, int8: bool | None = None, num_threads: int | None = None
+    ) -> Seq2SeqAttnOnnxModel:
+        """Load a folder written by [`export_onnx`].
+
+        Args:
+            folder: the export folder (`onnx_config.json`, `config.json`, the graphs).
+            int8 (`bool`, *optional*): `True` runs the int8 graphs, `False` the fp32 ones; `None` (default)
+                takes the int8 graphs when the folder has them (exported with `--int8`), else fp32.
+            num_threads (`int`, *optional*): ONNX Runtime intra-op threads; defaults to
+                `torch.get_num_threads()`.
+
+        Raises:
+            `ImportError`: onnxruntime is not installed (the message says how to install it).
+            `FileNotFoundError`: `folder` is not an ONNX export folder.
+            `ValueError`: `int8=True` for a folder exported without int8 graphs; `num_threads < 1`.
+        """
+        ort = require("onnxruntime")
+        path = pathlib.Path(os.path.expanduser(os.fspath(folder)))
+        manifest_path = path / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise FileNotFoundError(
+                f"{str(path)!r} is not an ONNX export folder (no {MANIFEST_NAME}); write one with "
+                "`seq2seq-attn export --model MODEL_DIR --output DIR`."
+            )
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(
+                f"num_threads must be >= 1 (or None for torch's thread count); got {num_threads}."
+            )
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        graphs = manifest["graphs"]
+        if int8 is None:
+            int8 = "int8" in graphs
+        if int8 and "int8" not in graphs:
+            raise ValueError(
+                f"{str(path)!r} has no int8 graphs; export again with `--int8` (or `export_onnx(..., int8=True)`), "
+                "or load with int8=False."
+            )
+        files = graphs["int8" if int8 else "fp32"]
+        options = _session_options(num_threads)
+        sessions = {}
+        for name, filename in files.items():
+            if not (path / filename).is_file():
+                raise FileNotFoundError(f"{str(path / filename)!r} is missing; export the folder again.")
+            sessions[name] = ort.InferenceSession(
+                str(path / filename), options, providers=["CPUExecutionProvider"]
+            )
+        config = Seq2SeqAttnConfig.from_pretrained(str(path))
+        generation_config = None
+        if (path / "generation_config.json").is_file():
+            generation_config = GenerationConfig.from_pretrained(str(path))
+        return cls(config, sessions, manifest, int8=bool(int8), generation_config=generation_config)
+
+    # ----- what PreTrainedModel / generate() read -----
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def to(self, *args: Any, **kwargs: Any) -> Seq2SeqAttnOnnxModel:  # type: ignore[override]
+        """Only CPU float32 is supported (the sessions use the CPU execution provider)."""
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, (str, torch.device)) and torch.device(value).type != "cpu":
+                raise ValueError(f"{type(self).__name__} runs on the CPU only; got device {value!r}.")
+            if isinstance(value, torch.dtype) and value != torch.float32:
+                raise ValueError(
+                    f"{type(self).__name__} runs the exported float32/int8 graphs; got dtype {value}."
+                )
+        return self
+
+    def eval(self) -> Seq2SeqAttnOnnxModel:
+        return self
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # The decoder state is recurrent: [`Seq2SeqAttnOnnxCache`] is built on the first step.
+        return False
+
+    def get_encoder(self, *args: Any, **kwargs: Any) -> Seq2SeqAttnOnnxEncoder:  # type: ignore[override]
+        return self.encoder
+
+    def init_cache(self, encoder_outputs: Seq2SeqAttnEncoderOutput) -> Seq2SeqAttnOnnxCache:
+        """The decoder's initial state from (possibly beam-expanded) encoder outputs."""
+        mask = _numpy(encoder_outputs["attention_mask"], bool)
+        feeds = {
+            "last_hidden_state": _numpy(encoder_outputs["last_hidden_state"], np.float32),
+            "final_hidden_state": _numpy(encoder_outputs["final_hidden_state"], np.float32),
+            "attention_mask": mask,
+        }
+        feeds = {name: value for name, value in feeds.items() if name in self._init_inputs}
+        values = self.sessions["decoder_init"].run(self.state_names, feeds)
+        return Seq2SeqAttnOnnxCache(dict(zip(self.state_names, values, strict=True)), mask)
+
+    def step(
+        self, decoder_input_ids: np.ndarray, cache: Seq2SeqAttnOnnxCache
+    ) -> tuple[np.ndarray, Seq2SeqAttnOnnxCache, np.ndarray]:
+        """One decoder step: ids `(B, 1)` -> logits `(B, 1, V)`, the new cache, attention `(B, N, 1, S)`."""
+        feeds = {"decoder_input_ids": decoder_input_ids, "mask": cache.mask, **cache.states}
+        outputs = dict(
+            zip(self._step_outputs, self.sessions["decoder_step"].run(self._step_outputs, feeds), strict=True)
+        )
+        states = dict(cache.states)
+        for name in self.recurrent_state_names:
+            states[name] = outputs[f"next_{name}"]
+        new_cache = Seq2SeqAttnOnnxCache(states, cache.mask, cache.seen_tokens + 1, cache.groups)
+        return outputs["logits"], new_cache, outputs["attn_weights"]
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: Seq2SeqAttnEncoderOutput | None = None,
+        past_key_values: Seq2SeqAttnOnnxCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> Seq2SeqLMOutput:
+        r"""Encode (unless `encoder_outputs` or a cache is given) and run the decoder over `decoder_input_ids`.
+
+        Arguments as [`Seq2SeqAttnForConditionalGeneration.forward`] (no `labels`: inference only).
+        `decoder_input_ids (B, T)` are consumed one step at a time.
+
+        Returns:
+            `Seq2SeqLMOutput` with torch `logits (B, T, V)`, `past_key_values` (a
+            [`Seq2SeqAttnOnnxCache`], with `use_cache`) and, with `output_attentions`, `cross_attentions`
+            as a 1-tuple of `(B, N, T, S)`.
+        """
+        if kwargs.get("labels") is not None:
+            raise ValueError(
+                f"{type(self).__name__} is for inference; compute losses with the PyTorch model."
+            )
+        if decoder_input_ids is None:
+            raise ValueError("`decoder_input_ids` are required (the start token first).")
+        ids = _numpy(decoder_input_ids, np.int64)
+        _check_ids(ids, self.config.decoder_vocab_size or self.config.vocab_size, "decoder_input_ids")
+        cache = past_key_values
+        if cache is None:
+            if encoder_outputs is None:
+                if input_ids is None:
+                    raise ValueError("Pass `input_ids` (the source) or precomputed `encoder_outputs`.")
+                encoder_outputs = self.encoder(input_ids, attention_mask)
+            source_batch = len(encoder_outputs["last_hidden_state"])
+            if source_batch != ids.shape[0]:
+                raise ValueError(f"Source batch ({source_batch}) and target batch ({ids.shape[0]}) differ.")
+            cache = self.init_cache(encoder_outputs)
+        all_logits, all_weights = [], []
+        for t in range(ids.shape[1]):
+            logits, cache, weights = self.step(ids[:, t : t + 1], cache)
+            all_logits.append(logits)
+            all_weights.append(weights)
+        logits = all_logits[0] if len(all_logits) == 1 else np.concatenate(all_logits, axis=1)  # (B, T, V)
+        cross_attentions = None
+        if output_attentions:
+            cross_attentions = (torch.from_numpy(np.concatenate(all_weights, axis=2)),)  # (B, N, T, S)
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        return Seq2SeqLMOutput(
+            logits=torch.from_numpy(logits),
+            past_key_values=cache if use_cache else None,  # type: ignore[arg-type]
+            cross_attentions=cross_attentions,
+            encoder_last_hidden_state=None if encoder_outputs is None else encoder_outputs.last_hidden_state,
+        )
+
+    def prepare_inputs_for_generation(  # type: ignore[override]
+        self,
+        decoder_input_ids: torch.LongTensor,
+        past_key_values: Seq2SeqAttnOnnxCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: Seq2SeqAttnEncoderOutput | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> dict:
+        """With a cache only the newest token is fed: each generated token costs one decoder step."""
+        if past_key_values is not None:
+            decoder_input_ids = decoder_input_ids[:, -1:]  # type: ignore[assignment]
+        inputs = {
+            "decoder_input_ids": decoder_input_ids,
+            "past_key_values": past_key_values,
+            "attention_mask": attention_mask,
+            "encoder_outputs": encoder_outputs,
+            "use_cache": use_cache,
+        }
+        if "output_attentions" in kwargs:
+            inputs["output_attentions"] = kwargs["output_attentions"]
+        return inputs
+
+    @torch.no_grad()
+    def generate(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        """`GenerationMixin.generate` (no autograd bookkeeping; the returned ids are ordinary tensors)."""
+        return super().generate(*args, **kwargs)  # type: ignore[misc]
+
+
+def load_onnx_model_and_tokenizer(
+    folder: str | os.PathLike, int8: bool | None = None, num_threads: int | None = None
+) -> tuple[Seq2SeqAttnOnnxModel, Any]:
+    """`(Seq2SeqAttnOnnxModel.from_pretrained(folder, ...), tokenizer)` from an export folder.
+
+    Raises `FileNotFoundError` when the folder has no tokenizer (export with `tokenizer=` or from the CLI).
+    """
+    from .tokenization_seq2seq_attn import load_tokenizer
+
+    model = Seq2SeqAttnOnnxModel.from_pretrained(folder, int8=int8, num_threads=num_threads)
+    return model, load_tokenizer(os.fspath(folder))
+
+
+__all__ = [
+    "Seq2SeqAttnOnnxCache",
+    "Seq2SeqAttnOnnxEncoder",
+    "Seq2SeqAttnOnnxModel",
+    "load_onnx_model_and_tokenizer",
+]
