@@ -1,0 +1,985 @@
+"""Attention explorer: type a sentence, watch which source tokens each output token looked at.
+
+`seq2seq-attn explore --model DIR [--model DIR2]` opens a local web page (Gradio, the Hugging Face Spaces
+convention) that translates what you type, greedy or with beam search and an n-best list, and draws the
+cross-attention of the chosen hypothesis as an interactive heat-map (hover a cell: source token, output
+token, weight), one head at a time or averaged, next to the word alignment derived from it and the
+model's attention formula. With two models both are shown side by side for the same input. The same app
+runs unchanged as a Hugging Face Space ([`write_space`], `--push_space`).
+
+The page is built from pure functions that are tested without a browser:
+
+- [`explore`]: one `generate()` call -> [`Exploration`]: source tokens, the hypotheses (n-best with
+  scores) and the attention `(N, T, S)` behind each, beam hypotheses followed through `beam_indices`;
+- [`head_matrix`], [`heatmap_html`]: one head (or the mean of the heads) as an HTML table whose rows are
+  the output tokens and whose columns are the source tokens;
+- [`alignment_html`]: the word alignment of [`hf_seq2seq_attn.alignment`] (when that module is present);
+- [`formula_markdown`]: the score function, decoder style and sizes read from the config.
+
+Gradio is imported only by [`build_app`] and friends: `pip install 'hf_seq2seq_attn[app]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import importlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .inference import WEIGHTS_FILES, default_max_new_tokens, load_model_and_tokenizer
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'hf_seq2seq_attn[app]'"
+MODEL_TYPE = "seq2seq_attn"
+FORMULA_TABLE_URL = (
+    "https://github.com/hf-seq2seq-attn/hf_seq2seq_attn#attention-each-formula-and-its-config-value"
+)
+# What a generated Space installs: this package (with gradio) from its source repository.
+PACKAGE_REQUIREMENT = "hf_seq2seq_attn[app] @ git+https://github.com/hf-seq2seq-attn/hf_seq2seq_attn"
+# A tokenizer saved without `model_max_length` reports ~1e30; read at most this many source tokens then.
+DEFAULT_MAX_SOURCE_TOKENS = 512
+# Characters read from the text box; far more than any model reads, so only a paste of a book is clipped.
+MAX_INPUT_CHARS = 20_000
+MAX_BEAMS = 10
+MAX_MODELS = 2
+# Files of a saved model folder a Space needs (weights, config, tokenizer, generation config, remote code).
+_SPACE_MODEL_SUFFIXES = (".json", ".safetensors", ".py", ".txt", ".model", ".bin")
+
+
+# --------------------------------------------------------------------------------------------
+# Data behind the page (no gradio)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Hypothesis:
+    """One translation of the source and the attention that produced it.
+
+    Attributes:
+        text (`str`): the decoded translation (special tokens removed).
+        token_ids (`list[int]`): the T generated ids, the final `</s>` included when generated.
+        tokens (`list[str]`): the T generated tokens (`convert_ids_to_tokens`).
+        score (`float`): mean log-probability per generated token (beam search's length-normalised score
+            with `length_penalty=1`; the same quantity for greedy search).
+        attention (`np.ndarray`): `(N, T, S)` float32; row t is the attention the decoder used when it
+            produced token t. Each row sums to 1 over the S source tokens.
+    """
+
+    text: str
+    token_ids: list[int]
+    tokens: list[str]
+    score: float
+    attention: np.ndarray
+
+
+@dataclass
+class Exploration:
+    """Everything the page shows for one input and one model.
+
+    Attributes:
+        source_ids (`list[int]`): the S source ids the model read (`</s>` included).
+        source_tokens (`list[str]`): their tokens.
+        hypotheses (`list[Hypothesis]`): best first; one for greedy search, `num_beams` for beam search.
+        num_beams (`int`): 1 = greedy.
+        notices (`list[str]`): what the user should know about the input (e.g. it was truncated).
+        source_text (`str`): the text translated, when it was not truncated (used to name source words).
+    """
+
+    source_ids: list[int]
+    source_tokens: list[str]
+    hypotheses: list[Hypothesis]
+    num_beams: int = 1
+    notices: list[str] = field(default_factory=list)
+    source_text: str | None = None
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.hypotheses[0].attention.shape[0]) if self.hypotheses else 1
+
+
+def max_source_tokens(tokenizer: Any) -> int:
+    """The longest source (in tokens, `</s>` included) the explorer feeds the model: the tokenizer's
+    `model_max_length` (training's `--max_source_length`), or [`DEFAULT_MAX_SOURCE_TOKENS`] when unset."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(limit, int) or limit < 1 or limit > 100_000:
+        return DEFAULT_MAX_SOURCE_TOKENS
+    return limit
+
+
+def encode_source(tokenizer: Any, text: str) -> tuple[list[int], list[str]]:
+    """Token ids of `text`, truncated to [`max_source_tokens`] with `</s>` kept last, and notices.
+
+    Returns:
+        `(ids, notices)`: ids `(S,)`, and a sentence for the page when the text was clipped.
+    """
+    notices = []
+    if len(text) > MAX_INPUT_CHARS:
+        notices.append(
+            f"The text has {len(text):,} characters; only the first {MAX_INPUT_CHARS:,} were read."
+        )
+        text = text[:MAX_INPUT_CHARS]
+    ids = tokenizer(text)["input_ids"]
+    limit = max_source_tokens(tokenizer)
+    if len(ids) > limit:
+        eos = tokenizer.eos_token_id
+        tail = [eos] if eos is not None and ids[-1] == eos else []
+        kept = ids[: limit - len(tail)] + tail
+        notices.append(
+            f"The text is {len(ids):,} tokens long; this model reads at most {limit} (its maximum source "
+            f"length), so only the first {len(kept) - len(tail)} tokens were translated."
+        )
+        ids = kept
+    return ids, notices
+
+
+def _eos_ids(model: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = model.config.eos_token_id
+    if eos is None:
+        return set()
+    return {int(i) for i in eos} if isinstance(eos, list) else {int(eos)}
+
+
+def _generated_length(ids: Sequence[int], eos_ids: set[int]) -> int:
+    """Tokens up to and including the first `</s>` (all of them when none was generated)."""
+    return next((k + 1 for k, token in enumerate(ids) if token in eos_ids), len(ids))
+
+
+def step_attention(cross_attentions: Sequence[Sequence[torch.Tensor]], rows: Sequence[int]) -> np.ndarray:
+    """Attention behind one returned sequence of `generate(output_attentions=True, return_dict_in_generate=True)`.
+
+    Args:
+        cross_attentions: tuple over steps of a 1-tuple of `(B * beams, N, 1, S)`.
+        rows: for each of the T generated tokens, the row of the step's batch that produced it: the row
+            itself in greedy search, `beam_indices[r, t]` in beam search (the beam that token t extended,
+            flattened over the batch), so a hypothesis gets the weights its own prefix produced.
+    Returns:
+        `(N, T, S)` float32.
+    """
+    picked = [cross_attentions[t][-1][row, :, 0, :] for t, row in enumerate(rows)]  # T x (N, S)
+    return torch.stack(picked, dim=1).float().cpu().numpy()  # (N, T, S)
+
+
+@torch.no_grad()
+def explore(
+    model: Any,
+    tokenizer: Any,
+    text: str,
+    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+) -> Exploration:
+    """Translate `text` once and keep, for each returned hypothesis, the attention that produced it.
+
+    Args:
+        model: a [`Seq2SeqAttnForConditionalGeneration`] (or any encoder-decoder whose `generate` returns
+            `cross_attentions`).
+        tokenizer: its tokenizer.
+        text (`str`): the source; clipped to the model's maximum source length (see [`encode_source`]).
+        num_beams (`int`, defaults to 1): 1 = greedy search (one hypothesis); k > 1 = beam search returning
+            all k hypotheses, best first.
+        max_new_tokens (`int`, *optional*): defaults to `2 * S + 10`.
+
+    Returns:
+        [`Exploration`].
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"`text` must be a string, got {type(text).__name__}.")
+    if not 1 <= num_beams <= 64:
+        raise ValueError(f"num_beams must be between 1 and 64, got {num_beams}.")
+    source_ids, notices = encode_source(tokenizer, text)
+    input_ids = torch.tensor([source_ids], device=model.device)  # (1, S)
+    limit = max_new_tokens if max_new_tokens is not None else default_max_new_tokens(len(source_ids))
+    if limit < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {limit}.")
+    beam = num_beams > 1
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        do_sample=False,
+        max_new_tokens=limit,
+        output_attentions=True,
+        output_scores=True,
+        return_dict_in_generate=True,
+        **({"length_penalty": 1.0} if beam else {}),
+    )
+    eos_ids = _eos_ids(model)
+    hypotheses = []
+    for r in range(output.sequences.shape[0]):
+        generated = output.sequences[r, 1:].tolist()
+        if beam:
+            rows = [int(i) for i in output.beam_indices[r].tolist() if i >= 0]
+            length = min(len(rows), _generated_length(generated, eos_ids))
+            score = float(output.sequences_scores[r])
+        else:
+            length = _generated_length(generated, eos_ids)
+            rows = [r] * length
+            log_probs = [
+                torch.log_softmax(output.scores[t][r].float(), dim=-1)[generated[t]] for t in range(length)
+            ]
+            score = float(torch.stack(log_probs).mean()) if log_probs else float("nan")
+        ids = generated[:length]
+        if not ids:
+            continue
+        hypotheses.append(
+            Hypothesis(
+                text=tokenizer.decode(ids, skip_special_tokens=True),
+                token_ids=ids,
+                tokens=tokenizer.convert_ids_to_tokens(ids),
+                score=score,
+                attention=step_attention(output.cross_attentions, rows[:length]),
+            )
+        )
+    return Exploration(
+        source_ids=list(source_ids),
+        source_tokens=tokenizer.convert_ids_to_tokens(source_ids),
+        hypotheses=hypotheses,
+        num_beams=num_beams,
+        notices=notices,
+        source_text=None if notices else text,
+    )
+
+
+def head_matrix(attention: np.ndarray, head: int | None = None) -> np.ndarray:
+    """`(N, T, S)` attention to the `(T, S)` map of head `head` (0-based), or the mean of the heads (None)."""
+    if attention.ndim != 3:
+        raise ValueError(f"Expected attention of shape (N, T, S), got {tuple(attention.shape)}.")
+    if head is None:
+        return attention.mean(axis=0)
+    if not 0 <= head < attention.shape[0]:
+        raise ValueError(f"head={head} does not exist: the model has {attention.shape[0]} head(s).")
+    return attention[head]
+
+
+def head_choices(num_heads: int) -> list[tuple[str, int]]:
+    """Choices of the head selector: `("average of N heads", -1)`, then `("head 1", 0)`, ..."""
+    return [(f"average of {num_heads} heads", -1)] + [(f"head {n + 1}", n) for n in range(num_heads)]
+
+
+def nbest_choices(exploration: Exploration) -> list[tuple[str, int]]:
+    """Labels of the n-best list: `("1. the text   (score -0.41)", 0)`, best first."""
+    return [
+        (f"{rank + 1}. {hyp.text or '(empty)'}   (score {hyp.score:.3f})", rank)
+        for rank, hyp in enumerate(exploration.hypotheses)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# HTML: heat-map and alignment
+# --------------------------------------------------------------------------------------------
+# The tooltip is pure CSS (`::after` showing the cell's `data-tip` on hover): gr.HTML does not run
+# <script> tags, and no extra component or round trip to the server is needed per hover.
+HEATMAP_CSS = """
+.s2sa-heatmap { overflow: auto; max-height: 70vh; padding-bottom: 3em; }
+.s2sa-heatmap table { border-collapse: collapse; font-size: 12px; }
+.s2sa-heatmap th { font-weight: normal; padding: 1px 4px; white-space: nowrap; }
+.s2sa-heatmap th.s2sa-src { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left;
+  vertical-align: bottom; }
+.s2sa-heatmap th.s2sa-tgt { text-align: right; }
+.s2sa-heatmap td.s2sa-cell { width: 18px; min-width: 18px; height: 18px; padding: 0; position: relative;
+  border: 1px solid #f3f3f3; }
+.s2sa-heatmap td.s2sa-cell:hover { outline: 2px solid #e4572e; z-index: 5; }
+.s2sa-heatmap td.s2sa-cell:hover::after { content: attr(data-tip); position: absolute; left: 110%; top: 110%;
+  white-space: pre; background: #222; color: #fff; padding: 3px 6px; border-radius: 3px; z-index: 10;
+  font-size: 12px; pointer-events: none; }
+.s2sa-heatmap tr:has(td.s2sa-cell:hover) th.s2sa-tgt { background: #ffe8a3; }
+.s2sa-heatmap caption { caption-side: top; text-align: left; padding-bottom: 4px; color: #555; }
+.s2sa-align td, .s2sa-align th { padding: 1px 8px; text-align: left; }
+"""
+
+
+def _cell_color(weight: float) -> str:
+    """White (0) to dark blue (1); alpha keeps the page's background visible for small weights."""
+    return f"rgba(8,48,107,{min(max(weight, 0.0), 1.0):.3f})"
+
+
+def heatmap_html(
+    matrix: np.ndarray, source_tokens: Sequence[str], target_tokens: Sequence[str], caption: str = ""
+) -> str:
+    """An interactive heat-map: one table row per output token, one column per source token.
+
+    Args:
+        matrix: `(T, S)` attention weights (rows = output tokens).
+        source_tokens: the S column labels.
+        target_tokens: the T row labels.
+        caption: a line above the table.
+
+    Returns:
+        HTML (a `<style>` block and a `<table>`). Each cell carries `data-row`, `data-col`, `data-weight`
+        and a `data-tip` ("output ← source: weight") that a CSS tooltip shows on hover.
+    """
+    num_targets, num_sources = matrix.shape
+    if num_targets != len(target_tokens) or num_sources != len(source_tokens):
+        raise ValueError(
+            f"matrix {tuple(matrix.shape)} does not match {len(target_tokens)} target and "
+            f"{len(source_tokens)} source tokens (rows = target, columns = source)."
+        )
+    source = [html.escape(token) for token in source_tokens]
+    parts = [f"<style>{HEATMAP_CSS}</style>", '<div class="s2sa-heatmap">']
+    parts.append(f'<table class="s2sa-table" data-rows="{num_targets}" data-cols="{num_sources}">')
+    if caption:
+        parts.append(f"<caption>{html.escape(caption)}</caption>")
+    parts.append("<thead><tr><th></th>")
+    parts += [f'<th class="s2sa-src" title="{token}">{token}</th>' for token in source]
+    parts.append("</tr></thead><tbody>")
+    for t, target_token in enumerate(target_tokens):
+        target = html.escape(target_token)
+        parts.append(f'<tr class="s2sa-row"><th class="s2sa-tgt">{target}</th>')
+        for s in range(num_sources):
+            weight = float(matrix[t, s])
+            tip = f"{target} ← {source[s]}: {weight:.3f}"
+            parts.append(
+                f'<td class="s2sa-cell" data-row="{t}" data-col="{s}" data-weight="{weight:.6f}" '
+                f'data-tip="{tip}" aria-label="{tip}" style="background:{_cell_color(weight)}"></td>'
+            )
+        parts.append("</tr>")
+    parts.append("</tbody></table></div>")
+    return "".join(parts)
+
+
+def _alignment_module() -> Any | None:
+    """`hf_seq2seq_attn.alignment` when this version of the package has it, else None."""
+    try:
+        return importlib.import_module(f"{__package__}.alignment")
+    except ImportError:
+        return None
+
+
+def hypothesis_alignment(tokenizer: Any, exploration: Exploration, index: int = 0, head: int | None = None):
+    """The word alignment of hypothesis `index` from its own attention (None without the alignment module)."""
+    module = _alignment_module()
+    if module is None or not hasattr(module, "alignment_from_attention"):
+        return None
+    hypothesis = exploration.hypotheses[index]
+    weights = np.ascontiguousarray(hypothesis.attention.transpose(1, 0, 2))  # (T, N, S)
+    return module.alignment_from_attention(
+        tokenizer,
+        exploration.source_ids,
+        hypothesis.token_ids,
+        weights,
+        head=head,
+        source=exploration.source_text,
+    )
+
+
+def alignment_html(alignment: Any | None) -> str:
+    """The hard word links (`Alignment.pairs`) as a small table plus their Pharaoh string."""
+    if alignment is None:
+        return "<p><em>Word alignments need <code>hf_seq2seq_attn.alignment</code>, not in this version.</em></p>"
+    if not alignment.pairs:
+        return "<p><em>No word links (the translation has no words).</em></p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(alignment.target_words[j])}</td><td>←</td>"
+        f"<td>{html.escape(alignment.source_words[i])}</td><td><code>{i}-{j}</code></td></tr>"
+        for i, j in sorted(alignment.pairs, key=lambda pair: pair[1])
+    )
+    return (
+        '<div class="s2sa-align"><p>Word alignment (each output word linked to the source word it attends '
+        f"to most): <code>{html.escape(alignment.pharaoh())}</code></p>"
+        f"<table><tr><th>output word</th><th></th><th>source word</th><th>link</th></tr>{rows}</table></div>"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The model's formula
+# --------------------------------------------------------------------------------------------
+SCORE_FORMULAS = {
+    "additive": ("v^T tanh(W_q s + W_k h)", "Bahdanau et al. 2015, eq. 6"),
+    "dot": ("s^T h", "Luong et al. 2015, eq. 8"),
+    "general": ("s^T W h", "Luong et al. 2015, eq. 8"),
+    "scaled_dot": ("s^T h / sqrt(d)", "Vaswani et al. 2017, eq. 1"),
+}
+DECODER_STYLES = {
+    "bahdanau": "query = previous state s_{t-1}; the context c_t joins the RNN input; read-out [s_t; c_t; e_{t-1}]",
+    "luong": "the RNN steps first; query = s_t; attentional state tanh(W_c [c_t; s_t])",
+}
+
+
+def formula_markdown(config: Any) -> str:
+    """The attention formula, decoder style and sizes of `config`, each linked to the README's formula table."""
+    attention_type = getattr(config, "attention_type", "?")
+    formula, paper = SCORE_FORMULAS.get(attention_type, ("?", "?"))
+    heads = int(getattr(config, "num_attention_heads", 1))
+    style = getattr(config, "decoder_style", "?")
+    link = f"([formula table]({FORMULA_TABLE_URL}))"
+    score = f'`score(s, h) = {formula}` — `attention_type="{attention_type}"`, {paper} {link}'
+    if heads > 1:
+        score = (
+            f"{heads} heads, each `{formula}` on its own projections, then `concat(head_1..{heads}) W_O` — "
+            f'`attention_type="{attention_type}"`, `num_attention_heads={heads}` {link}'
+        )
+    feeding = " with input feeding" if style == "luong" and getattr(config, "input_feeding", False) else ""
+    sizes = (
+        f"{getattr(config, 'rnn_type', '?').upper()} encoder "
+        f"{'bidirectional ' if getattr(config, 'bidirectional', False) else ''}"
+        f"{getattr(config, 'encoder_hidden_size', '?')} per direction x {getattr(config, 'encoder_layers', '?')}, "
+        f"decoder {getattr(config, 'decoder_hidden_size', '?')} x {getattr(config, 'decoder_layers', '?')}, "
+        f"embeddings {getattr(config, 'embedding_size', '?')}, attention width "
+        f"{getattr(config, 'attention_size', None) or getattr(config, 'decoder_hidden_size', '?')}, "
+        f"vocabulary {getattr(config, 'vocab_size', '?')}"
+    )
+    return "\n".join(
+        [
+            f"- **Attention**: {score}",
+            f'- **Decoder** `decoder_style="{style}"`{feeding}: {DECODER_STYLES.get(style, "?")} {link}',
+            f"- **Sizes**: {sizes}",
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading models (checked, cached)
+# --------------------------------------------------------------------------------------------
+def _looks_local(name: str) -> bool:
+    """A path rather than a Hub id (the rule of `load_model_and_tokenizer`)."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(os.path.expanduser(name))
+
+
+def check_model_folder(path: str) -> None:
+    """Raise `FileNotFoundError` / `ValueError` with a readable message if `path` is not a saved
+    seq2seq_attn model folder (missing, no config, another architecture, no weights, no tokenizer)."""
+    folder = os.path.expanduser(path)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"No model folder at {path!r}.")
+    config_file = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{path!r} has no config.json, so it is not a saved model folder.")
+    try:
+        with open(config_file, encoding="utf-8") as handle:
+            model_type = json.load(handle).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path!r}: config.json is not a readable JSON object ({err}).") from None
+    if model_type != MODEL_TYPE:
+        raise ValueError(
+            f"{path!r} holds a {model_type!r} model, not a {MODEL_TYPE!r} one: the explorer shows the "
+            "attention of this package's RNN models only."
+        )
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHTS_FILES):
+        raise FileNotFoundError(f"{path!r} has a config.json but no weights (model.safetensors).")
+    if not any(os.path.isfile(os.path.join(folder, n)) for n in ("tokenizer.json", "tokenizer_config.json")):
+        raise FileNotFoundError(f"{path!r} has no tokenizer (tokenizer.json); save it with the model.")
+
+
+def load_model(name: str) -> tuple[Any, Any]:
+    """Load and check a model for the explorer: a folder or a Hub id (from the cache when offline).
+
+    Raises:
+        `FileNotFoundError`, `ValueError`, `TypeError`: with a message fit for the page or the terminal.
+    """
+    name = name.strip()
+    if not name:
+        raise ValueError("No model given: type a model folder or a Hub id.")
+    if _looks_local(name):
+        check_model_folder(name)
+    model, tokenizer = load_model_and_tokenizer(name)
+    model_type = getattr(model.config, "model_type", None)
+    if model_type != MODEL_TYPE:
+        raise ValueError(f"{name!r} is a {model_type!r} model, not a {MODEL_TYPE!r} one.")
+    return model, tokenizer
+
+
+class ModelCache:
+    """Loaded models by name, shared by all sessions of the app (a few at most), loaded once each."""
+
+    def __init__(self, capacity: int = 4):
+        self.capacity = capacity
+        self._models: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> tuple[Any, Any]:
+        with self._lock:
+            if name in self._models:
+                self._models.move_to_end(name)
+                return self._models[name]
+            loaded = load_model(name)
+            self._models[name] = loaded
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+            return loaded
+
+
+def _friendly(err: BaseException) -> str:
+    """One line for the page: the message of a user-facing error, the type for anything else."""
+    if isinstance(err, (FileNotFoundError, ValueError, TypeError, OSError)):
+        text = str(err).strip().strip('"') or type(err).__name__
+    else:
+        text = f"something went wrong ({type(err).__name__}); see the server log."
+    return text.splitlines()[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The app
+# --------------------------------------------------------------------------------------------
+def _import_gradio():
+    """Import gradio with analytics off (nothing may phone home), or raise ImportError with the install hint."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio
+    except ImportError as err:
+        raise ImportError(f"The explorer needs gradio: {INSTALL_HINT}") from err
+    return gradio
+
+
+def _error(message: str) -> str:
+    return f"⚠️ **{message}**"
+
+
+@dataclass
+class _Column:
+    """The components of one model's column."""
+
+    name: Any
+    title: Any
+    formula: Any
+    status: Any
+    nbest: Any
+    head: Any
+    heatmap: Any
+    alignment: Any
+    exploration: Any
+
+
+def _render(
+    cache: ModelCache, name: str, exploration: Exploration | None, index: int | None, head: int | None
+) -> tuple[str, str]:
+    """Heat-map and alignment HTML of hypothesis `index` and head `head` (-1 or None = average)."""
+    if exploration is None or not exploration.hypotheses:
+        return "", ""
+    index = index if index is not None and 0 <= index < len(exploration.hypotheses) else 0
+    head = None if head is None or head < 0 or head >= exploration.num_heads else head
+    hypothesis = exploration.hypotheses[index]
+    which = (
+        "average of heads"
+        if head is None and exploration.num_heads > 1
+        else (f"head {head + 1}" if head is not None else "attention")
+    )
+    caption = (
+        f"Hypothesis {index + 1} ({which}): rows = output tokens, columns = source tokens. Hover a cell."
+    )
+    heatmap = heatmap_html(
+        head_matrix(hypothesis.attention, head), exploration.source_tokens, hypothesis.tokens, caption
+    )
+    try:
+        _, tokenizer = cache.get(name)
+        alignment = alignment_html(hypothesis_alignment(tokenizer, exploration, index, head))
+    except Exception as err:  # the heat-map stays useful when the alignment fails
+        logger.exception("alignment failed")
+        alignment = f"<p>{html.escape(_friendly(err))}</p>"
+    return heatmap, alignment
+
+
+def build_app(
+    models: Sequence[str], allow_model_change: bool = True, title: str = "Seq2SeqAttn attention explorer"
+):
+    """The explorer page: one column per model (at most two), all fed the same input.
+
+    A model that fails to load (missing folder, another architecture, offline Hub id) shows its error in
+    its column; the page itself always builds.
+
+    Args:
+        models: model folders or Hub ids.
+        allow_model_change (`bool`, defaults to `True`): show a box to load another folder or Hub id in
+            each column (off in a public Space: it would read any path on the server).
+        title: the page title.
+
+    Returns:
+        `gradio.Blocks`, not launched (see [`launch_app`]).
+    """
+    gr = _import_gradio()
+    if not 1 <= len(models) <= MAX_MODELS:
+        raise ValueError(f"The explorer shows 1 or {MAX_MODELS} models side by side, got {len(models)}.")
+    cache = ModelCache(capacity=2 * MAX_MODELS)
+
+    def model_header(name: str) -> tuple[str, str, str, Any]:
+        """Title, formula, status, head-selector update for `name`."""
+        try:
+            model, _ = cache.get(name)
+        except Exception as err:
+            logger.warning("could not load %r: %s", name, err)
+            hidden = gr.update(choices=head_choices(1), value=-1, visible=False)
+            return f"### {name}", "", _error(f"Could not load the model: {_friendly(err)}"), hidden
+        heads = int(getattr(model.config, "num_attention_heads", 1))
+        head_update = gr.update(choices=head_choices(heads), value=-1, visible=heads > 1)
+        return f"### {name}", formula_markdown(model.config), "", head_update
+
+    def translate(name: str, text: str, mode: str, width: float):
+        """Outputs: status, n-best, head, heat-map, alignment, exploration state."""
+        empty = (gr.update(choices=[], value=None), gr.update(value=-1), "", "", None)
+        if not isinstance(text, str) or not text.strip():
+            return (_error("Type a sentence to translate."), *empty)
+        try:
+            model, tokenizer = cache.get(name)
+        except Exception as err:
+            return (_error(f"Could not load the model: {_friendly(err)}"), *empty)
+        beams = 1 if mode == "greedy" else max(2, min(MAX_BEAMS, int(width or 2)))
+        try:
+            exploration = explore(model, tokenizer, text, num_beams=beams)
+        except Exception as err:
+            logger.exception("translation failed")
+            return (_error(f"Translation failed: {_friendly(err)}"), *empty)
+        if not exploration.hypotheses:
+            return (_error("The model generated no tokens for this input."), *empty)
+        status = " ".join(f"ℹ️ {notice}" for notice in exploration.notices)
+        heatmap, alignment = _render(cache, name, exploration, 0, None)
+        choices = nbest_choices(exploration)
+        return (
+            status,
+            gr.update(choices=choices, value=0),
+            gr.update(value=-1),
+            heatmap,
+            alignment,
+            exploration,
+        )
+
+    def rerender(name: str, exploration: Exploration | None, index: int | None, head: int | None):
+        try:
+            return _render(cache, name, exploration, index, head)
+        except Exception as err:
+            logger.exception("rendering failed")
+            return f"<p>{html.escape(_friendly(err))}</p>", ""
+
+    def change_model(path: str):
+        """Load another model into a column: name state, header pieces, cleared outputs."""
+        path = (path or "").strip()
+        if not path:
+            return (
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                _error("Type a model folder or Hub id."),
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                gr.update(),
+            )
+        header, formula, status, head_update = model_header(path)
+        if status:  # failed: keep the current model
+            return (
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                status,
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                gr.update(),
+            )
+        cleared = gr.update(choices=[], value=None)
+        return path, header, formula, f"Loaded {path}.", head_update, cleared, "", "", None
+
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# Attention explorer\nType a sentence: each output token's row of the heat-map shows which source "
+            "tokens the decoder attended to when it produced it. Pick a hypothesis of the n-best list, or a head."
+        )
+        with gr.Row():
+            source = gr.Textbox(
+                label="Source sentence",
+                lines=2,
+                scale=4,
+                elem_id="s2sa-source",
+                placeholder="En el principio...",
+            )
+            with gr.Column(scale=1, min_width=200):
+                mode = gr.Radio(
+                    ["greedy", "beam search"], value="greedy", label="Search", elem_id="s2sa-mode"
+                )
+                width = gr.Slider(2, MAX_BEAMS, value=5, step=1, label="Beam width", elem_id="s2sa-width")
+                button = gr.Button("Translate", variant="primary", elem_id="s2sa-translate")
+        columns: list[_Column] = []
+        with gr.Row(equal_height=False):
+            for position, name in enumerate(models):
+                with gr.Column(elem_id=f"s2sa-model-{position}"):
+                    header, formula, status, head_update = model_header(name)
+                    column = _Column(
+                        name=gr.State(name),
+                        title=gr.Markdown(header),
+                        formula=gr.Markdown(formula, elem_id=f"s2sa-formula-{position}"),
+                        status=gr.Markdown(status, elem_id=f"s2sa-status-{position}"),
+                        nbest=gr.Radio(
+                            [],
+                            label="n-best (score = mean log-probability per token)",
+                            type="value",
+                            elem_id=f"s2sa-nbest-{position}",
+                        ),
+                        head=gr.Radio(
+                            head_update.get("choices", []),
+                            value=-1,
+                            label="Attention head",
+                            visible=head_update.get("visible", False),
+                            elem_id=f"s2sa-head-{position}",
+                        ),
+                        heatmap=gr.HTML("", elem_id=f"s2sa-heatmap-{position}", js_on_load=None),
+                        alignment=gr.HTML("", elem_id=f"s2sa-alignment-{position}", js_on_load=None),
+                        exploration=gr.State(None),
+                    )
+                    columns.append(column)
+                    if allow_model_change:
+                        with gr.Accordion("Load another model", open=False):
+                            path = gr.Textbox(label="Model folder or Hub id", elem_id=f"s2sa-path-{position}")
+                            load = gr.Button("Load", elem_id=f"s2sa-load-{position}")
+                        load.click(
+                            change_model,
+                            [path],
+                            [
+                                column.name,
+                                column.title,
+                                column.formula,
+                                column.status,
+                                column.head,
+                                column.nbest,
+                                column.heatmap,
+                                column.alignment,
+                                column.exploration,
+                            ],
+                        )
+        for column in columns:
+            outputs = [
+                column.status,
+                column.nbest,
+                column.head,
+                column.heatmap,
+                column.alignment,
+                column.exploration,
+            ]
+            for trigger in (button.click, source.submit):
+                trigger(translate, [column.name, source, mode, width], outputs)
+            for selector in (column.nbest, column.head):
+                selector.input(
+                    rerender,
+                    [column.name, column.exploration, column.nbest, column.head],
+                    [column.heatmap, column.alignment],
+                )
+    return demo
+
+
+def launch_app(
+    demo: Any, server_name: str | None = None, server_port: int | None = None, **kwargs: Any
+) -> Any:
+    """Launch without share links; `server_name=None` lets a Space's `GRADIO_SERVER_NAME` (0.0.0.0) apply."""
+    return demo.launch(server_name=server_name, server_port=server_port, share=False, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Space
+# --------------------------------------------------------------------------------------------
+SPACE_APP = '''"""Attention explorer Space, written by hf_seq2seq_attn.explorer.write_space.
+
+Runs `hf_seq2seq_attn.explorer.build_app` unchanged; MODELS are folders next to this file or Hub ids.
+"""
+
+import os
+
+from hf_seq2seq_attn.explorer import build_app, launch_app
+
+MODELS = {models}
+HERE = os.path.dirname(os.path.abspath(__file__))
+demo = build_app(
+    [os.path.join(HERE, m) if os.path.isdir(os.path.join(HERE, m)) else m for m in MODELS],
+    allow_model_change=False,
+)
+
+if __name__ == "__main__":
+    launch_app(demo)
+'''
+
+SPACE_README = """---
+title: {title}
+emoji: 🔍
+colorFrom: blue
+colorTo: indigo
+sdk: gradio
+sdk_version: {gradio_version}
+app_file: app.py
+pinned: false
+tags:
+  - seq2seq_attn
+  - attention
+---
+
+Attention explorer for {models}: type a sentence and see which source tokens each output token attended to.
+Made with [hf_seq2seq_attn]({url}).
+"""
+
+
+def _copy_model_folder(folder: str, destination: str) -> None:
+    """Copy the files a saved model needs (not checkpoints, not `training_args.bin`)."""
+    os.makedirs(destination, exist_ok=True)
+    for name in sorted(os.listdir(folder)):
+        source = os.path.join(folder, name)
+        if os.path.isfile(source) and name.endswith(_SPACE_MODEL_SUFFIXES) and name != "training_args.bin":
+            shutil.copy2(source, os.path.join(destination, name))
+
+
+def write_space(
+    models: str | Sequence[str], output_dir: str, package_requirement: str = PACKAGE_REQUIREMENT
+) -> list[str]:
+    """Write a Hugging Face Space that runs this explorer: `app.py`, `requirements.txt`, `README.md`.
+
+    Args:
+        models: one or two model folders (copied into `output_dir/model`, `model2`) or Hub ids (loaded
+            from the Hub when the Space starts).
+        output_dir: the Space folder (created).
+        package_requirement: the `requirements.txt` line that installs this package with gradio.
+
+    Returns:
+        The paths written, relative to `output_dir`.
+    """
+    names = [models] if isinstance(models, str) else list(models)
+    if not 1 <= len(names) <= MAX_MODELS:
+        raise ValueError(f"A Space shows 1 or {MAX_MODELS} models, got {len(names)}.")
+    os.makedirs(output_dir, exist_ok=True)
+    written, references = [], []
+    for position, name in enumerate(names):
+        if _looks_local(name):
+            check_model_folder(name)
+            subfolder = "model" if position == 0 else f"model{position + 1}"
+            _copy_model_folder(os.path.expanduser(name), os.path.join(output_dir, subfolder))
+            written += [f"{subfolder}/{f}" for f in sorted(os.listdir(os.path.join(output_dir, subfolder)))]
+            references.append(subfolder)
+        else:
+            references.append(name)
+    with open(os.path.join(output_dir, "app.py"), "w", encoding="utf-8") as handle:
+        handle.write(SPACE_APP.format(models=repr(references)))
+    with open(os.path.join(output_dir, "requirements.txt"), "w", encoding="utf-8") as handle:
+        handle.write(f"{package_requirement}\n")
+    try:
+        gradio_version = importlib.import_module("gradio").__version__
+    except ImportError:
+        gradio_version = "6.0.0"
+    labels = ", ".join(os.path.basename(os.path.normpath(n)) if _looks_local(n) else n for n in names)
+    with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as handle:
+        handle.write(
+            SPACE_README.format(
+                title=f"Attention explorer: {labels}"[:60],
+                gradio_version=gradio_version,
+                models=labels,
+                url=FORMULA_TABLE_URL.split("#")[0],
+            )
+        )
+    return ["app.py", "requirements.txt", "README.md", *written]
+
+
+def push_space(
+    models: str | Sequence[str], repo_id: str, private: bool = False, token: str | None = None
+) -> str:
+    """Write the Space ([`write_space`]) to a temporary folder and upload it to `repo_id`; return its URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as folder:
+        write_space(models, folder)
+        api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        api.upload_folder(
+            folder_path=folder, repo_id=repo_id, repo_type="space", commit_message="Attention explorer"
+        )
+    return f"https://huggingface.co/spaces/{repo_id}"
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+EPILOG = """examples:
+  seq2seq-attn explore --model outputs/demo
+  seq2seq-attn explore --model outputs/additive --model outputs/dot --port 7861
+  seq2seq-attn explore --model outputs/demo --write_space my_space     # app.py + requirements.txt
+  seq2seq-attn explore --model you/demo-model --push_space you/demo-explorer
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seq2seq-attn explore",
+        description="Open the attention explorer: translate in the browser and hover the attention heat-map.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model", action="append", required=True, help="model folder or Hub id; give it twice to compare two"
+    )
+    parser.add_argument("--port", type=int, default=7860, help="local port (default 7860)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--write_space", metavar="DIR", help="write a Hugging Face Space folder and exit")
+    parser.add_argument("--push_space", metavar="REPO_ID", help="upload the Space to REPO_ID and exit")
+    parser.add_argument("--private", action="store_true", help="with --push_space: create a private Space")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`seq2seq-attn explore`: returns an exit code; user mistakes print `error: ...` and return 2."""
+    args = build_parser().parse_args(argv)
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    if len(args.model) > MAX_MODELS:
+        return fail(f"give --model at most {MAX_MODELS} times (got {len(args.model)}).")
+    if not 1 <= args.port <= 65535:
+        return fail(f"--port must be between 1 and 65535, got {args.port}.")
+    for name in args.model:
+        try:
+            if _looks_local(name):
+                check_model_folder(name)  # Hub ids are checked where they load (the page, the Space)
+        except (OSError, ValueError) as err:
+            return fail(_friendly(err))
+    try:
+        if args.write_space:
+            write_space(args.model, args.write_space)
+            print(
+                f"Wrote a Space to {args.write_space}: upload it with `huggingface-cli upload --repo-type space "
+                f"REPO_ID {args.write_space}` or use --push_space."
+            )
+            return 0
+        if args.push_space:
+            print(f"Space: {push_space(args.model, args.push_space, private=args.private)}")
+            return 0
+        demo = build_app(args.model)
+    except ImportError as err:
+        return fail(str(err))
+    except (OSError, ValueError) as err:
+        return fail(_friendly(err))
+    try:
+        launch_app(demo, server_name=args.host, server_port=args.port, inbrowser=False)
+    except OSError as err:
+        return fail(f"could not start the server on {args.host}:{args.port}: {err}")
+    return 0
+
+
+__all__ = [
+    "Exploration",
+    "Hypothesis",
+    "alignment_html",
+    "build_app",
+    "check_model_folder",
+    "encode_source",
+    "explore",
+    "formula_markdown",
+    "head_choices",
+    "head_matrix",
+    "heatmap_html",
+    "hypothesis_alignment",
+    "launch_app",
+    "load_model",
+    "main",
+    "nbest_choices",
+    "push_space",
+    "step_attention",
+    "write_space",
+]

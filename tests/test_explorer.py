@@ -1,0 +1,409 @@
+"""The data behind the attention explorer's page (no browser): hypotheses, heat-map matrices and labels,
+heads, alignments, the formula, model checks, the Space files and the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+import torch
+from tiny_inference_model import build_tiny_model, save_tiny_model
+
+from hf_seq2seq_attn import explorer
+from hf_seq2seq_attn.explorer import (
+    Exploration,
+    alignment_html,
+    check_model_folder,
+    encode_source,
+    explore,
+    formula_markdown,
+    head_choices,
+    head_matrix,
+    heatmap_html,
+    hypothesis_alignment,
+    nbest_choices,
+    step_attention,
+    write_space,
+)
+
+SOURCE = "el gato negro come hola"
+# Float32 attention recomputed by a teacher-forced forward instead of cached decoding steps: the same
+# operations in a different grouping (one call over T steps vs T calls), so agreement to ~1e-7 is
+# expected; 1e-5 leaves room for other BLAS builds, while a wrong beam row differs by 0.1-0.3 (below).
+ATOL = 1e-5
+
+
+def sharp_model(num_attention_heads: int = 1, seed: int = 0):
+    """A tiny untrained model whose attention depends strongly on the decoder state.
+
+    An untrained model attends almost uniformly, so taking the wrong beam's row at some step would
+    change the weights by ~1e-3 only; scaling the attention parameters and the embeddings makes the rows
+    differ (by 0.1-0.3 between beams, checked in `test_beam_attention_follows_beam_indices`).
+    """
+    model, tokenizer = build_tiny_model(
+        seed=seed, num_attention_heads=num_attention_heads, attention_size=16, attention_type="additive"
+    )
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".attention." in name:
+                parameter.mul_(10)
+        model.model.encoder.embed_tokens.weight.mul_(5)
+        model.model.decoder.embed_tokens.weight.mul_(5)
+    return model, tokenizer
+
+
+@torch.no_grad()
+def teacher_forced(model, source_ids, output_ids):
+    """Independent recomputation: one forward over `start + output[:-1]` -> attention (N, T, S), log-probs (T,)."""
+    decoder_input_ids = torch.tensor([[model.config.decoder_start_token_id, *output_ids[:-1]]])
+    out = model(
+        input_ids=torch.tensor([source_ids]),
+        decoder_input_ids=decoder_input_ids,
+        output_attentions=True,
+        use_cache=False,
+        return_dict=True,
+    )
+    log_probs = torch.log_softmax(out.logits[0].double(), dim=-1)[torch.arange(len(output_ids)), output_ids]
+    return out.cross_attentions[-1][0].double().numpy(), log_probs.numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# Hypotheses and their attention
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("heads", [1, 2])
+def test_greedy_attention_and_score_match_teacher_forcing(heads):
+    model, tokenizer = sharp_model(heads)
+    exploration = explore(model, tokenizer, SOURCE, max_new_tokens=12)
+    assert exploration.source_ids == tokenizer(SOURCE)["input_ids"]
+    assert exploration.source_tokens == tokenizer.convert_ids_to_tokens(exploration.source_ids)
+    assert len(exploration.hypotheses) == 1
+    hypothesis = exploration.hypotheses[0]
+    reference = model.generate(
+        input_ids=torch.tensor([exploration.source_ids]), num_beams=1, do_sample=False, max_new_tokens=12
+    )[0, 1:].tolist()
+    assert hypothesis.token_ids == reference[: len(hypothesis.token_ids)]
+    assert hypothesis.tokens == tokenizer.convert_ids_to_tokens(hypothesis.token_ids)
+    T, S = len(hypothesis.token_ids), len(exploration.source_ids)
+    assert hypothesis.attention.shape == (heads, T, S)
+    attention, log_probs = teacher_forced(model, exploration.source_ids, hypothesis.token_ids)
+    np.testing.assert_allclose(hypothesis.attention, attention, atol=ATOL, rtol=0)
+    assert hypothesis.score == pytest.approx(log_probs.mean(), abs=1e-5)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_beam_attention_follows_beam_indices(heads):
+    model, tokenizer = sharp_model(heads)
+    exploration = explore(model, tokenizer, SOURCE, num_beams=4, max_new_tokens=12)
+    assert exploration.num_beams == 4 and len(exploration.hypotheses) == 4
+    scores = [hyp.score for hyp in exploration.hypotheses]
+    assert scores == sorted(scores, reverse=True)
+    # The naive reading (row r of every step) must be wrong for some hypothesis, or this test could not fail.
+    output = model.generate(
+        input_ids=torch.tensor([exploration.source_ids]),
+        num_beams=4,
+        num_return_sequences=4,
+        do_sample=False,
+        max_new_tokens=12,
+        length_penalty=1.0,
+        output_attentions=True,
+        return_dict_in_generate=True,
+    )
+    naive_error = 0.0
+    for rank, hypothesis in enumerate(exploration.hypotheses):
+        T = len(hypothesis.token_ids)
+        assert hypothesis.token_ids == output.sequences[rank, 1 : 1 + T].tolist()
+        attention, log_probs = teacher_forced(model, exploration.source_ids, hypothesis.token_ids)
+        np.testing.assert_allclose(hypothesis.attention, attention, atol=ATOL, rtol=0)
+        # length_penalty=1: beam search's score is the mean log-probability of the chosen tokens
+        assert hypothesis.score == pytest.approx(log_probs.mean(), abs=1e-4)
+        naive = step_attention(output.cross_attentions, [rank] * T)
+        naive_error = max(naive_error, float(np.abs(naive - attention).max()))
+    assert naive_error > 0.05
+
+
+def test_beam_hypotheses_stop_at_eos():
+    """A hypothesis ends at its first </s>; later steps of other beams do not leak into its rows."""
+    model, tokenizer = build_tiny_model(seed=1)
+    eos = tokenizer.eos_token_id
+    with torch.no_grad():  # make </s> likely after a few tokens so beams of different lengths finish
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.config.vocab_size))
+        model.lm_head.bias[eos] = 2.5
+    exploration = explore(model, tokenizer, SOURCE, num_beams=3, max_new_tokens=10)
+    lengths = set()
+    for hypothesis in exploration.hypotheses:
+        if eos in hypothesis.token_ids:
+            assert hypothesis.token_ids.index(eos) == len(hypothesis.token_ids) - 1
+        lengths.add(len(hypothesis.token_ids))
+        attention, _ = teacher_forced(model, exploration.source_ids, hypothesis.token_ids)
+        np.testing.assert_allclose(hypothesis.attention, attention, atol=ATOL, rtol=0)
+    assert any(eos in hyp.token_ids for hyp in exploration.hypotheses)
+
+
+def test_rows_sum_to_one_and_heads():
+    model, tokenizer = sharp_model(num_attention_heads=2)
+    hypothesis = explore(model, tokenizer, SOURCE, max_new_tokens=12).hypotheses[0]
+    for head in (None, 0, 1):
+        matrix = head_matrix(hypothesis.attention, head)
+        assert matrix.shape == hypothesis.attention.shape[1:]
+        # float32 softmax rows: sums within a few ulps of 1 (S <= 6 terms)
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(head_matrix(hypothesis.attention, 1), hypothesis.attention[1])
+    np.testing.assert_allclose(
+        head_matrix(hypothesis.attention), hypothesis.attention.mean(axis=0), atol=1e-7
+    )
+    assert np.abs(hypothesis.attention[0] - hypothesis.attention[1]).max() > 0.01  # heads really differ
+    with pytest.raises(ValueError, match="head=2 does not exist"):
+        head_matrix(hypothesis.attention, 2)
+    assert head_choices(2) == [("average of 2 heads", -1), ("head 1", 0), ("head 2", 1)]
+
+
+def test_nbest_labels_carry_text_and_score():
+    model, tokenizer = sharp_model()
+    exploration = explore(model, tokenizer, SOURCE, num_beams=3, max_new_tokens=6)
+    choices = nbest_choices(exploration)
+    assert [value for _, value in choices] == [0, 1, 2]
+    for (label, rank), hypothesis in zip(choices, exploration.hypotheses, strict=True):
+        assert label.startswith(f"{rank + 1}. ") and f"{hypothesis.score:.3f}" in label
+
+
+# --------------------------------------------------------------------------------------------
+# Input handling
+# --------------------------------------------------------------------------------------------
+def test_long_input_is_truncated_with_a_notice():
+    model, tokenizer = build_tiny_model()
+    tokenizer.model_max_length = 12
+    ids, notices = encode_source(tokenizer, "el gato " * 50)
+    assert len(ids) == 12 and ids[-1] == tokenizer.eos_token_id
+    assert ids[:11] == tokenizer("el gato " * 50)["input_ids"][:11]
+    assert len(notices) == 1 and "101 tokens" in notices[0] and "at most 12" in notices[0]
+    paste = ("hola mundo " * 1000)[:10_000]  # the 10,000-character paste
+    exploration = explore(model, tokenizer, paste, max_new_tokens=4)
+    assert len(exploration.source_ids) == 12 and exploration.notices
+    assert exploration.hypotheses[0].attention.shape[2] == 12
+    assert encode_source(tokenizer, "hola mundo") == (tokenizer("hola mundo")["input_ids"], [])
+
+
+def test_empty_text_and_bad_arguments():
+    model, tokenizer = build_tiny_model()
+    exploration = explore(model, tokenizer, "", max_new_tokens=3)  # the page refuses it; the function works
+    assert exploration.source_tokens == ["</s>"]
+    with pytest.raises(TypeError):
+        explore(model, tokenizer, None)
+    with pytest.raises(ValueError, match="num_beams"):
+        explore(model, tokenizer, "hola", num_beams=0)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+class _TableParser(HTMLParser):
+    """Collect column labels, row labels and cell attributes of the heat-map table."""
+
+    def __init__(self):
+        super().__init__()
+        self.columns, self.rows, self.cells = [], [], []
+        self._label = None
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "th" and attributes.get("class") in ("s2sa-src", "s2sa-tgt"):
+            self._label = attributes["class"]
+        elif tag == "td":
+            self.cells.append(attributes)
+
+    def handle_data(self, data):
+        if self._label == "s2sa-src":
+            self.columns.append(data)
+        elif self._label == "s2sa-tgt":
+            self.rows.append(data)
+        self._label = None
+
+
+def test_heatmap_html_rows_are_output_tokens_and_cells_carry_weights():
+    model, tokenizer = sharp_model(num_attention_heads=2)
+    exploration = explore(model, tokenizer, SOURCE, num_beams=2, max_new_tokens=8)
+    hypothesis = exploration.hypotheses[1]
+    matrix = head_matrix(hypothesis.attention, 0)
+    parser = _TableParser()
+    parser.feed(heatmap_html(matrix, exploration.source_tokens, hypothesis.tokens))
+    assert parser.rows == hypothesis.tokens  # one row per output token, labelled with it
+    assert parser.columns == exploration.source_tokens  # `</s>` unescaped back by the parser
+    T, S = matrix.shape
+    assert len(parser.cells) == T * S
+    for cell in parser.cells:
+        t, s = int(cell["data-row"]), int(cell["data-col"])
+        assert float(cell["data-weight"]) == pytest.approx(matrix[t, s], abs=1e-6)
+        assert (
+            cell["data-tip"] == f"{hypothesis.tokens[t]} ← {exploration.source_tokens[s]}: {matrix[t, s]:.3f}"
+        )
+
+
+def test_heatmap_html_escapes_tokens_and_checks_shapes():
+    page = heatmap_html(np.array([[0.25, 0.75]]), ['"q"', "<unk>"], ["a&b"])
+    assert "<unk>" not in page.replace("&lt;unk&gt;", "") and "&lt;unk&gt;" in page and "&amp;" in page
+    assert 'data-tip="a&amp;b ← &quot;q&quot;: 0.250"' in page
+    with pytest.raises(ValueError, match="rows = target"):
+        heatmap_html(np.zeros((2, 3)), ["a", "b", "c"], ["x"])
+
+
+def test_alignment_of_the_chosen_hypothesis():
+    alignment_module = pytest.importorskip("hf_seq2seq_attn.alignment")
+    model, tokenizer = sharp_model(num_attention_heads=2)
+    exploration = explore(model, tokenizer, SOURCE, num_beams=3, max_new_tokens=8)
+    for index in range(3):
+        for head in (None, 1):
+            alignment = hypothesis_alignment(tokenizer, exploration, index, head)
+            hypothesis = exploration.hypotheses[index]
+            assert alignment.translation == hypothesis.text
+            assert alignment.source_words == SOURCE.split()
+            expected = alignment_module.alignment_from_attention(
+                tokenizer,
+                exploration.source_ids,
+                hypothesis.token_ids,
+                hypothesis.attention.transpose(1, 0, 2),
+                head=head,
+            )
+            assert alignment.pairs == expected.pairs
+            page = alignment_html(alignment)
+            assert alignment.pharaoh() in page
+    assert "not in this version" in alignment_html(None)
+
+
+# --------------------------------------------------------------------------------------------
+# Formula, model checks
+# --------------------------------------------------------------------------------------------
+def test_formula_names_the_config_and_links_the_readme_table():
+    model, _ = build_tiny_model(attention_type="general", decoder_style="luong", input_feeding=True)
+    text = formula_markdown(model.config)
+    assert "`score(s, h) = s^T W h`" in text and 'attention_type="general"' in text
+    assert 'decoder_style="luong"' in text and "input feeding" in text
+    assert "#attention-each-formula-and-its-config-value" in text
+    multi = formula_markdown(build_tiny_model(num_attention_heads=2, attention_size=16)[0].config)
+    assert "2 heads" in multi and "num_attention_heads=2" in multi and "v^T tanh(W_q s + W_k h)" in multi
+
+
+def test_check_model_folder(tmp_path):
+    good = save_tiny_model(tmp_path / "good")
+    check_model_folder(good)
+    with pytest.raises(FileNotFoundError, match="No model folder"):
+        check_model_folder(str(tmp_path / "missing"))
+    other = tmp_path / "bert"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    with pytest.raises(ValueError, match="'bert' model, not a 'seq2seq_attn'"):
+        check_model_folder(str(other))
+    (tmp_path / "good" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no weights"):
+        check_model_folder(good)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+def test_cli_rejects_bad_models_with_exit_2(tmp_path, capsys):
+    assert explorer.main(["--model", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.startswith("error: No model folder")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "marian"}))
+    assert explorer.main(["--model", str(tmp_path)]) == 2
+    assert "not a 'seq2seq_attn'" in capsys.readouterr().err
+    good = save_tiny_model(tmp_path / "good")
+    assert explorer.main(["--model", good, "--model", good, "--model", good]) == 2
+    assert "at most 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        explorer.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "seq2seq-attn explore --model outputs/demo" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# Space
+# --------------------------------------------------------------------------------------------
+BUILD_SPACES = """
+import json, runpy, sys
+import gradio as gr
+from hf_seq2seq_attn.explorer import explore, load_model
+report = {}
+for folder in sys.argv[1:]:
+    namespace = runpy.run_path(folder + "/app.py")  # __name__ != "__main__": builds, does not launch
+    demo = namespace["demo"]
+    assert isinstance(demo, gr.Blocks), type(demo)
+    page = " ".join(str(block.value) for block in demo.blocks.values() if isinstance(block, gr.Markdown))
+    report[folder] = {"models": namespace["MODELS"], "load_error": "Could not load the model" in page}
+model, tokenizer = load_model(sys.argv[1] + "/model")
+report["tokens"] = explore(model, tokenizer, "hola mundo", max_new_tokens=3).hypotheses[0].tokens
+print(json.dumps(report))
+"""
+
+
+def test_write_space_runs_the_app_offline(tmp_path):
+    """Both kinds of Space (a copied folder, a Hub id) build their page in a fresh offline process."""
+    pytest.importorskip("gradio")
+    folder = save_tiny_model(tmp_path / "model_src")
+    (tmp_path / "model_src" / "training_args.bin").write_bytes(b"secret")
+    space, hub_space = tmp_path / "space", tmp_path / "hub_space"
+    written = write_space(folder, str(space))
+    assert {
+        "app.py",
+        "requirements.txt",
+        "README.md",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+    } <= set(written)
+    assert not (space / "model" / "training_args.bin").exists()
+    assert "hf_seq2seq_attn[app]" in (space / "requirements.txt").read_text()
+    assert "sdk: gradio" in (space / "README.md").read_text()
+    write_space("nobody/not-cached-model", str(hub_space))
+    assert "MODELS = ['nobody/not-cached-model']" in (hub_space / "app.py").read_text()
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD_SPACES, str(space), str(hub_space)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report[str(space)] == {"models": ["model"], "load_error": False}
+    # an uncached Hub id offline: the page still builds and says why the model is missing
+    assert report[str(hub_space)] == {"models": ["nobody/not-cached-model"], "load_error": True}
+    model, tokenizer = build_tiny_model()
+    assert report["tokens"] == explore(model, tokenizer, "hola mundo", max_new_tokens=3).hypotheses[0].tokens
+
+
+def test_push_space_uploads_the_written_folder(tmp_path, monkeypatch):
+    """Only the network is replaced: the files handed to upload_folder are the real ones."""
+    from huggingface_hub import HfApi
+
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create"] = (repo_id, kwargs)
+
+    def upload_folder(self, folder_path, repo_id, **kwargs):
+        calls["upload"] = (repo_id, kwargs, sorted(os.listdir(folder_path)))
+        with open(os.path.join(folder_path, "app.py"), encoding="utf-8") as handle:
+            calls["app"] = handle.read()
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    url = explorer.push_space("someone/model", "someone/explorer")
+    assert url == "https://huggingface.co/spaces/someone/explorer"
+    assert calls["create"] == (
+        "someone/explorer",
+        {"repo_type": "space", "space_sdk": "gradio", "private": False, "exist_ok": True},
+    )
+    assert calls["upload"][0] == "someone/explorer" and calls["upload"][1]["repo_type"] == "space"
+    assert calls["upload"][2] == ["README.md", "app.py", "requirements.txt"]
+    assert "MODELS = ['someone/model']" in calls["app"]
+
+
+def test_exploration_dataclass_defaults():
+    assert Exploration(source_ids=[2], source_tokens=["</s>"], hypotheses=[]).num_heads == 1
