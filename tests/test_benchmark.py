@@ -1,63 +1,143 @@
-"""scripts/benchmark.py: a smoke run of every figure, and the analytic FLOP counter against a hand count."""
+"""hf_seq2seq_attn.benchmark: a quick run of every figure, the side-by-side mode, and the analytic FLOP
+count against torch's own FLOP counter for every model variant."""
 
-import importlib.util
+from __future__ import annotations
+
+import itertools
 import re
-import sys
+import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_config, padded_batch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
+from hf_seq2seq_attn.benchmark import BACKENDS, FIGURES, forward_flops, main, train_flops_per_step
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
-
-
-@pytest.fixture(scope="module")
-def bench_script():  # not `benchmark`: pytest-benchmark owns that fixture name
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+REPO = Path(__file__).resolve().parents[1]
+QUICK = ["--quick", "--threads", "1", "--warmup", "0"]
 
 
-def test_quick_run_prints_every_figure(bench_script, capsys):
-    assert bench_script.main(["--quick", "--threads", "1", "--repeats", "1", "--warmup", "0"]) == 0
+def metrics(row: str) -> dict[str, float]:
+    """The numeric `key=value` pairs of a printed row (threads= excluded)."""
+    pairs = re.findall(r"(\S+?)=([-+0-9.eE]+)(?=\s|$)", row)
+    return {key: float(value) for key, value in pairs if key != "threads"}
+
+
+def rows(lines: list[str], *head: str) -> list[str]:
+    return [line for line in lines if line.split()[: len(head)] == list(head)]
+
+
+def onnx_installed() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+        from hf_seq2seq_attn.modeling_ort import Seq2SeqAttnOnnxModel  # noqa: F401
+        from hf_seq2seq_attn.onnx_export import export_onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_quick_run_prints_every_figure(capsys):
+    assert main(QUICK) == 0
     lines = capsys.readouterr().out.splitlines()
-    for figure in bench_script.FIGURES:
-        rows = [line for line in lines if line.split()[:1] == [figure]]
-        assert rows, f"no {figure!r} row in:\n" + "\n".join(lines)
-        for row in rows:
-            # The first metric of a row is its headline figure (tokens/s, ms, MiB, ...).
-            first = re.search(r"threads=1\s+\S+?=([0-9.eE+-]+)", row)
-            assert first and float(first.group(1)) > 0, row
-    assert any(line.startswith("summary") for line in lines)
-    assert any(line.split()[:2] == ["train", "d2l"] for line in lines), "baseline rows missing"
+    for figure in FIGURES:
+        assert rows(lines, figure), f"no {figure!r} row in:\n" + "\n".join(lines)
+    for line in lines:
+        if line.split()[0] in FIGURES and line.split()[0] != "memory":  # in-process memory can read 0
+            values = metrics(line)
+            assert values and all(value > 0 for value in values.values()), line
+    # The textbook baseline ships in the package: its rows are there on a fresh clone.
+    for figure in ("train", "greedy", "latency", "memory"):
+        assert rows(lines, figure, "d2l"), f"no d2l {figure} row"
+    ratios = [line for line in lines if line.startswith("ratio")]
+    assert any("ours/d2l" in line for line in ratios)
+    assert any("generate() / bare decoder loop" in line for line in ratios)
+    step = metrics(rows(lines, "step", "ours")[0])
+    assert step["b1_generate/loop"] == pytest.approx(step["b1_generate_ms"] / step["b1_loop_ms"], rel=0.01)
+
+    backends = {line.split()[1]: metrics(line) for line in rows(lines, "backends")}
+    if not onnx_installed():
+        assert list(backends) == ["pytorch"]
+        assert any(line.startswith("onnx rows skipped") for line in lines)
+        return
+    assert list(backends) == list(BACKENDS)
+    pytorch = backends["pytorch"]
+    for name in BACKENDS[1:]:
+        onnx = backends[name]
+        # Ratios are computed in the same run from the printed figures (rounded to 3 digits).
+        assert onnx["latency_x"] == pytest.approx(pytorch["b1_latency_ms"] / onnx["b1_latency_ms"], rel=0.02)
+        assert onnx["greedy_x"] == pytest.approx(
+            onnx["b4_greedy_tok/s"] / pytorch["b4_greedy_tok/s"], rel=0.02
+        )
+        assert onnx["size_ratio"] == pytest.approx(onnx["size_MiB"] / pytorch["size_MiB"], rel=0.02)
 
 
-def test_missing_baseline_is_skipped(bench_script, capsys, tmp_path):
-    argv = [
-        "--quick",
-        "--threads",
-        "1",
-        "--warmup",
-        "0",
-        "--only",
-        "train",
-        "--baseline",
-        str(tmp_path / "none.py"),
-    ]
-    assert bench_script.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "not found" in out
-    assert re.search(r"^train\s+ours\s", out, re.MULTILINE)
-    assert not re.search(r"^train\s+d2l\s", out, re.MULTILINE)
+def test_compare_with_another_checkout(capsys, tmp_path):
+    """Both sides run, each importing its own package (the other one from a copy of this checkout)."""
+    shutil.copytree(
+        REPO / "hf_seq2seq_attn", tmp_path / "hf_seq2seq_attn", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    argv = [*QUICK, "--repeats", "2", "--only", "train,latency", "--compare_with", str(tmp_path)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    packages = {
+        line.split()[1]: line.split()[3] for line in rows(lines, "compare") if line.split()[2] == "package"
+    }
+    assert Path(packages["theirs"]) == tmp_path / "hf_seq2seq_attn"
+    assert Path(packages["ours"]) == REPO / "hf_seq2seq_attn"
+    for side, figure in itertools.product(("ours", "theirs"), ("train", "latency")):
+        (row,) = rows(lines, "compare", side, figure)
+        assert next(iter(metrics(row).values())) > 0, row
+    ratios = [line for line in lines if line.startswith("ratio") and "ours/theirs" in line]
+    assert len(ratios) == 2
+    assert not rows(lines, "compare", "ours", "greedy"), "--only was not honoured"
 
 
-def test_flop_counter_matches_hand_count(bench_script):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--only", "train,nope"], "unknown figure"),
+        (["--threads", "0"], "--threads"),
+        (["--compare_with", "/nonexistent/checkout"], "no hf_seq2seq_attn"),
+        (["--compare_with", ".", "--only", "memory"], "unknown figure"),
+    ],
+)
+def test_user_mistakes_give_an_error_line_and_exit_code_2(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_help_returns_zero(capsys):
+    assert main(["--help"]) == 0
+    assert "--compare_with" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# FLOP counting
+# --------------------------------------------------------------------------------------------
+def torch_flops(model: Seq2SeqAttnForConditionalGeneration, input_ids, labels, attention_mask=None) -> int:
+    """Matmul FLOPs torch's FlopCounterMode sees in one teacher-forced forward.
+
+    oneDNN is switched off: on CPU `nn.LSTM` over a whole (unpacked) sequence runs as one fused
+    `mkldnn_rnn_layer` kernel for which FlopCounterMode has no formula (it would count 0); without
+    oneDNN it decomposes into the per-step `mm`/`addmm` it does count. GRU and tanh-RNN, and every
+    packed sequence (padded sources), decompose either way; a packed RNN is counted over real tokens only.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "TF32 acceleration on top of oneDNN" notice on flag changes
+        with torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as counter:
+            model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    return counter.get_total_flops()
+
+
+def test_flop_counter_matches_hand_count():
     config = Seq2SeqAttnConfig(
         vocab_size=10,
         embedding_size=2,
@@ -75,18 +155,65 @@ def test_flop_counter_matches_hand_count(bench_script):
     # recurrent 2*12*4, read-out 2*(4+6+2)*2, vocabulary 2*2*10.
     decoder = batch * tgt_len * (40 + 30 + 36 + 192 + 96 + 48 + 40)
     hand = encoder + bridge + decoder
-    assert bench_script.forward_flops(config, batch, src_len, tgt_len) == hand == 5392
-    assert bench_script.train_flops_per_step(config, batch, src_len, tgt_len) == 3 * hand
-
-    # The same count as torch's own matmul FLOP counter on a real forward pass.
-    model = Seq2SeqAttnForConditionalGeneration(config)
-    input_ids = torch.randint(4, 10, (batch, src_len))
-    labels = torch.randint(4, 10, (batch, tgt_len))
-    with FlopCounterMode(display=False) as counter:
-        model(input_ids=input_ids, labels=labels)
-    assert counter.get_total_flops() == hand
+    assert forward_flops(config, batch, src_len, tgt_len) == hand == 5392
+    assert train_flops_per_step(config, batch, src_len, tgt_len) == 3 * hand
 
 
-def test_flop_counter_rejects_uncounted_configs(bench_script):
-    with pytest.raises(ValueError, match="additive"):
-        bench_script.forward_flops(Seq2SeqAttnConfig(attention_type="general"), 1, 1, 1)
+RNN_TYPES = ("gru", "lstm", "rnn")
+ATTENTION_TYPES = ("additive", "dot", "general", "scaled_dot")
+HEADS = (1, 4)
+STYLES = ("bahdanau", "luong", "luong+feeding")
+# (bidirectional, layers, bridge, tied): every combination of these occurs below, 4-5 times each.
+SHAPES = list(itertools.product((True, False), (1, 2), ("linear", "zero"), (True, False)))
+VARIANTS = [
+    (rnn, attention, heads, style, *SHAPES[index % len(SHAPES)])
+    for index, (rnn, attention, heads, style) in enumerate(
+        itertools.product(RNN_TYPES, ATTENTION_TYPES, HEADS, STYLES)
+    )
+]
+
+
+def variant_config(rnn, attention, heads, style, bidirectional, layers, bridge, tied) -> Seq2SeqAttnConfig:
+    return make_config(
+        rnn_type=rnn,
+        attention_type=attention,
+        num_attention_heads=heads,
+        decoder_style=style.split("+")[0],
+        input_feeding=style.endswith("+feeding"),
+        bidirectional=bidirectional,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        bridge=bridge,
+        tie_word_embeddings=tied,
+        decoder_vocab_size=None if tied else 19,  # untied: a separate target vocabulary too
+    )
+
+
+def test_variants_cover_every_value():
+    for position, values in enumerate((RNN_TYPES, ATTENTION_TYPES, HEADS, STYLES)):
+        assert {variant[position] for variant in VARIANTS} == set(values)
+    assert {variant[4:] for variant in VARIANTS} == set(SHAPES)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v)))
+def test_forward_flops_equal_torch_flop_counter(variant):
+    """Exact: both count the same matmuls in integers (see `torch_flops` for the oneDNN switch)."""
+    config = variant_config(*variant)
+    model = Seq2SeqAttnForConditionalGeneration(config).eval()
+    batch, src_len, tgt_len = 2, 5, 3
+    input_ids = torch.randint(4, config.vocab_size, (batch, src_len))
+    labels = torch.randint(4, 19 if config.decoder_vocab_size else config.vocab_size, (batch, tgt_len))
+    assert torch_flops(model, input_ids, labels) == forward_flops(config, batch, src_len, tgt_len)
+
+
+@pytest.mark.parametrize("rnn", RNN_TYPES)
+def test_forward_flops_of_a_padded_batch(rnn):
+    """A right-padded source runs the packed encoder RNN over real tokens only; attention spans all S."""
+    config = make_config(rnn_type=rnn, encoder_layers=2)
+    model = Seq2SeqAttnForConditionalGeneration(config).eval()
+    lengths = [5, 2, 4]
+    input_ids = padded_batch(lengths)
+    labels = torch.randint(4, 23, (3, 4))
+    counted = torch_flops(model, input_ids, labels, attention_mask=(input_ids != 0).long())
+    assert counted == forward_flops(config, 3, 5, 4, source_tokens=sum(lengths))
+    assert counted < forward_flops(config, 3, 5, 4)
