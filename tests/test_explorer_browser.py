@@ -1,0 +1,280 @@
+"""The attention explorer in a real browser: headless Chromium from the system packages, driven by Selenium.
+
+Needs `pip install 'hf_seq2seq_attn[app]' selenium` and `apt-get install chromium chromium-driver`
+(/usr/bin/chromium, /usr/bin/chromedriver); nothing is downloaded at run time (the driver path is given
+explicitly, so Selenium Manager never runs). Skipped when any of them is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import tempfile
+import time
+
+import pytest
+from tiny_inference_model import save_tiny_model
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
+SPANISH = "el gato negro come"
+WAIT = 90  # seconds; generous because CI machines may be shared
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_driver():
+    """Headless Chromium with a fresh profile and the network log on (to prove the page loads offline)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("needs apt-get install chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}")
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def start_app(models: list[str], port: int):
+    """Build the page and serve it from a thread of this process on 127.0.0.1:port."""
+    from hf_seq2seq_attn.explorer import build_app, launch_app
+
+    demo = build_app(models)
+    launch_app(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return demo
+
+
+# ----- small Selenium helpers ---------------------------------------------------------------
+def wait_for(driver, condition, message: str, timeout: float = WAIT):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d), message)
+
+
+def css(driver, selector: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def text_of(driver, selector: str) -> str:
+    elements = css(driver, selector)
+    return elements[0].text if elements else ""
+
+
+def click_label(driver, container: str, text: str) -> None:
+    """Click the radio option (or button) inside `container` whose label is `text`."""
+    from selenium.webdriver.common.by import By
+
+    root = css(driver, container)[0]
+    for element in root.find_elements(By.XPATH, ".//label | .//button"):
+        if element.text.strip().splitlines()[:1] == [text]:  # an accordion's label ends in an arrow line
+            element.click()
+            return
+    raise AssertionError(f"no option {text!r} in {container}: {root.text!r}")
+
+
+def set_source(driver, text: str) -> None:
+    """Type (short) or paste (long: set the value and fire `input`, as a paste does) into the text box."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = css(driver, "#s2sa-source textarea")[0]
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.BACKSPACE)  # key events, so the page's own value is updated (clear() fires none)
+    if len(text) < 200:
+        box.send_keys(text)
+    else:
+        driver.execute_script(
+            "arguments[0].value = arguments[1];"
+            "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+            box,
+            text,
+        )
+
+
+def heatmap(driver, column: int) -> dict:
+    """Row labels, column labels, caption and cell count of a column's heat-map."""
+    return driver.execute_script(
+        """
+        const root = document.querySelector(arguments[0]);
+        const table = root && root.querySelector('table.s2sa-table');
+        if (!table) return null;
+        return {
+          rows: [...table.querySelectorAll('th.s2sa-tgt')].map(e => e.textContent),
+          cols: [...table.querySelectorAll('th.s2sa-src')].map(e => e.textContent),
+          cells: table.querySelectorAll('td.s2sa-cell').length,
+          caption: table.caption ? table.caption.textContent : '',
+        };""",
+        f"#s2sa-heatmap-{column}",
+    )
+
+
+def translate(driver, previous_caption: str | None = None) -> None:
+    """Click Translate and wait until both columns show a (new) heat-map."""
+    for column in (0, 1):
+        driver.execute_script(
+            "const t = document.querySelector(arguments[0] + ' table.s2sa-table'); if (t) t.remove();",
+            f"#s2sa-heatmap-{column}",
+        )
+    css(driver, "#s2sa-translate")[0].click()
+    for column in (0, 1):
+        wait_for(driver, lambda d, c=column: heatmap(d, c) is not None, f"no heat-map in column {column}")
+
+
+def external_requests(driver) -> list[str]:
+    """URLs the page requested from anywhere but the app's own server."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            url = message["params"]["request"]["url"]
+            if url.startswith(("http:", "https:", "ws:", "wss:")) and not re.match(
+                r"^(https?|wss?)://(127\.0\.0\.1|localhost)(:\d+)?/", url
+            ):
+                urls.append(url)
+    return urls
+
+
+# ----- the test ----------------------------------------------------------------------------
+@pytest.fixture
+def two_models(tmp_path):
+    """A single-head and a two-head tiny model; short maximum source length so a long paste is quick."""
+    from hf_seq2seq_attn.explorer import load_model
+
+    paths = [
+        save_tiny_model(tmp_path / "additive"),
+        save_tiny_model(tmp_path / "two_heads", num_attention_heads=2, attention_size=16),
+    ]
+    for path in paths:  # what `train.py --max_source_length 24` would have stored with the tokenizer
+        config_file = os.path.join(path, "tokenizer_config.json")
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+        config["model_max_length"] = 24
+        with open(config_file, "w", encoding="utf-8") as handle:
+            json.dump(config, handle)
+    return paths, [load_model(path) for path in paths]
+
+
+def test_explorer_in_a_real_browser(two_models, tmp_path):
+    pytest.importorskip("gradio")
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    from hf_seq2seq_attn.explorer import explore
+
+    paths, loaded = two_models
+    port = free_port()
+    demo = start_app(paths, port)
+    driver = make_driver()
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait_for(driver, lambda d: css(d, "#s2sa-source textarea"), "the page did not render")
+        assert "Attention explorer" in driver.title or "explorer" in driver.page_source
+        assert "formula table" in text_of(driver, "#s2sa-formula-1")
+
+        # 1. Greedy translation of a Spanish sentence, in both columns.
+        set_source(driver, SPANISH)
+        translate(driver)
+        for column, (model, tokenizer) in enumerate(loaded):
+            expected = explore(model, tokenizer, SPANISH).hypotheses[0]
+            shown = heatmap(driver, column)
+            assert shown["rows"] == expected.tokens  # one row per output token
+            assert shown["cols"] == tokenizer.convert_ids_to_tokens(tokenizer(SPANISH)["input_ids"])
+            assert shown["cells"] == len(expected.tokens) * len(shown["cols"])
+            assert expected.text in text_of(driver, f"#s2sa-nbest-{column}")
+        driver.save_screenshot(str(tmp_path / "greedy.png"))
+
+        # 2. Hovering a cell shows its source token, output token and weight.
+        cell = css(driver, "#s2sa-heatmap-0 td.s2sa-cell[data-row='1'][data-col='2']")[0]
+        tip = "return getComputedStyle(arguments[0], '::after').getPropertyValue('content')"
+        ActionChains(driver).move_to_element(css(driver, "#s2sa-source textarea")[0]).perform()
+        assert driver.execute_script(tip, cell) in ("none", "normal", "")  # hidden until hovered
+        ActionChains(driver).move_to_element(cell).perform()
+        shown_tip = wait_for(
+            driver, lambda d: d.execute_script(tip, cell) not in ("none", "normal", ""), "no tip"
+        )
+        shown_tip = driver.execute_script(tip, cell)
+        rows, cols = heatmap(driver, 0)["rows"], heatmap(driver, 0)["cols"]
+        weight = float(cell.get_attribute("data-weight"))
+        assert shown_tip.strip('"') == f"{rows[1]} ← {cols[2]}: {weight:.3f}"
+        driver.save_screenshot(str(tmp_path / "hover.png"))
+
+        # 3. Beam search: the n-best list, and a lower hypothesis' own attention.
+        click_label(driver, "#s2sa-mode", "beam search")
+        translate(driver)
+        model, tokenizer = loaded[0]
+        beams = explore(model, tokenizer, SPANISH, num_beams=5).hypotheses
+        wait_for(driver, lambda d: len(css(d, "#s2sa-nbest-0 input[type=radio]")) == 5, "no 5-best list")
+        css(driver, "#s2sa-nbest-0 input[type=radio]")[2].click()
+        wait_for(
+            driver, lambda d: (heatmap(d, 0) or {}).get("caption", "").startswith("Hypothesis 3"), "no hyp 3"
+        )
+        assert heatmap(driver, 0)["rows"] == beams[2].tokens
+
+        # 4. The head selector of the two-head model.
+        click_label(driver, "#s2sa-head-1", "head 2")
+        wait_for(driver, lambda d: "head 2" in (heatmap(d, 1) or {}).get("caption", ""), "head 2 not shown")
+
+        # 5. Bad input: empty text, a 10,000-character paste.
+        set_source(driver, "")
+        css(driver, "#s2sa-translate")[0].click()
+        wait_for(
+            driver, lambda d: "Type a sentence" in text_of(d, "#s2sa-status-0"), "no message for empty text"
+        )
+        click_label(driver, "#s2sa-mode", "greedy")
+        set_source(driver, ("hola mundo " * 1000)[:10_000])
+        translate(driver)
+        wait_for(driver, lambda d: "at most 24" in text_of(d, "#s2sa-status-0"), "no truncation notice")
+        assert len(heatmap(driver, 0)["cols"]) == 24
+
+        # 6. Bad models loaded from the page: a missing folder, another architecture.
+        other = tmp_path / "bert"
+        other.mkdir()
+        (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+        click_label(driver, "#s2sa-model-0", "Load another model")
+        for path, message in (
+            (str(tmp_path / "missing"), "No model folder"),
+            (str(other), "not a 'seq2seq_attn'"),
+        ):
+            box = css(driver, "#s2sa-path-0 textarea, #s2sa-path-0 input")[0]
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(Keys.BACKSPACE)
+            box.send_keys(path)
+            css(driver, "#s2sa-load-0")[0].click()
+            wait_for(driver, lambda d, m=message: m in text_of(d, "#s2sa-status-0"), f"no message: {message}")
+
+        # 7. The page is still alive: the first model still translates.
+        set_source(driver, SPANISH)
+        translate(driver)
+        assert heatmap(driver, 0)["rows"] == explore(*loaded[0], SPANISH).hypotheses[0].tokens
+        time.sleep(0.5)
+        driver.save_screenshot(str(tmp_path / "explorer.png"))
+        assert not any(driver.find_elements("css selector", ".toast-body.error"))
+        assert external_requests(driver) == []  # everything the page needs comes from the app itself
+    finally:
+        driver.save_screenshot(str(tmp_path / "last.png"))  # the state at the end, also after a failure
+        driver.quit()
+        demo.close()
