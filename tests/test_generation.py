@@ -3,7 +3,6 @@
 import pytest
 import torch
 from conftest import make_config, padded_batch
-
 from transformers import GenerationConfig
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput

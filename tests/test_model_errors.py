@@ -75,7 +75,10 @@ def test_token_ids_outside_vocabulary(model):
 
 def test_empty_batch_and_all_padding(model):
     with pytest.raises(ValueError, match="non-empty"):
-        model(input_ids=torch.zeros(0, 5, dtype=torch.long), decoder_input_ids=torch.zeros(0, 1, dtype=torch.long))
+        model(
+            input_ids=torch.zeros(0, 5, dtype=torch.long),
+            decoder_input_ids=torch.zeros(0, 1, dtype=torch.long),
+        )
     source = padded_batch([4, 3])
     source[1] = 0
     with pytest.raises(ValueError, match=r"\[1\] are all padding"):
@@ -134,3 +137,64 @@ def test_pickle_weights_are_not_loaded_by_default(saved, tmp_path):
     os.remove(folder / "model.safetensors")
     with pytest.raises(OSError):
         Seq2SeqAttnForConditionalGeneration.from_pretrained(folder)
+
+
+# ----- things a recurrent model cannot do, and non-integer ids (issue 8) ------------------------
+def test_foreign_cache_is_refused_with_a_clear_message(model):
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    source = padded_batch([4, 3])
+    for cache in (DynamicCache(), EncoderDecoderCache(DynamicCache(), DynamicCache())):
+        with pytest.raises(ValueError, match="must be the model's own `Seq2SeqAttnCache`"):
+            model(input_ids=source, decoder_input_ids=padded_batch([1, 1]), past_key_values=cache)
+        with pytest.raises(ValueError, match="Seq2SeqAttnCache"):
+            model.generate(source, max_new_tokens=3, past_key_values=cache)
+
+
+@pytest.mark.parametrize("implementation", ["static", "offloaded", "dynamic"])
+def test_cache_implementation_is_refused(model, implementation):
+    with pytest.raises(ValueError, match="cache_implementation=.*not supported"):
+        model.generate(padded_batch([4, 3]), max_new_tokens=3, cache_implementation=implementation)
+
+
+def test_assisted_decoding_and_prompt_lookup_are_refused(model):
+    """A recurrent state cannot be rewound to drop rejected draft tokens; generate() says so (`_is_stateful`)."""
+    source = padded_batch([4])
+    with pytest.raises(ValueError, match="not supported with stateful models"):
+        model.generate(source, max_new_tokens=3, prompt_lookup_num_tokens=2)
+    with pytest.raises(ValueError, match="not supported with stateful models"):
+        model.generate(source, max_new_tokens=3, assistant_model=model)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bool])
+def test_non_integer_ids_are_refused(model, dtype):
+    source, target = padded_batch([4, 3]), padded_batch([2, 2])
+    with pytest.raises(ValueError, match="`input_ids` must be an integer tensor"):
+        model(input_ids=source.to(dtype), decoder_input_ids=target)
+    with pytest.raises(ValueError, match="`decoder_input_ids` must be an integer tensor"):
+        model(input_ids=source, decoder_input_ids=target.to(dtype))
+    with pytest.raises(ValueError, match="`labels` must be an integer tensor"):
+        model(input_ids=source, labels=target.to(dtype))
+    with pytest.raises(ValueError, match="`input_ids` must be an integer tensor"):
+        model.generate(source.to(dtype), max_new_tokens=2)
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"), [("luong", "attention_type='general'"), ("Bahdanau", "'additive'")]
+)
+def test_decoder_style_names_are_refused_as_attention_type(name, hint):
+    with pytest.raises(ValueError, match=f"names a decoder_style.*{hint}"):
+        make_config(attention_type=name)
+
+
+def test_old_config_json_with_unset_sizes_still_loads(saved, tmp_path):
+    """Configs saved before the sizes were resolved store `null` for both; they load with the defaults."""
+    folder = copy_of(saved, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(decoder_vocab_size=None, attention_size=None, decoder_hidden_size=16)
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = Seq2SeqAttnConfig.from_pretrained(folder)
+    assert loaded.decoder_vocab_size == loaded.vocab_size == 23
+    assert loaded.attention_size == loaded.decoder_hidden_size == 16
+    assert not hasattr(loaded, "target_vocab_size") and not hasattr(loaded, "attention_hidden_size")
+    Seq2SeqAttnForConditionalGeneration.from_pretrained(folder)  # and the weights fit

@@ -276,3 +276,63 @@ def test_separate_target_vocabulary():
         input_ids=padded_batch([4, 3]), decoder_input_ids=padded_batch([3, 3], vocab_size=11)
     ).logits
     assert logits.shape == (2, 3, 11)
+
+
+# ----- configuration paths without a test before (issue 8) ----------------------------------------
+def test_zero_bridge_starts_the_decoder_from_zeros():
+    model = build(bridge="zero", rnn_type="lstm", decoder_layers=2).eval()
+    assert model.model.decoder.bridge is None
+    assert not any("bridge" in name for name in model.state_dict())
+    cache = model.model.decoder.init_cache(model.get_encoder()(padded_batch([4, 3])))
+    assert torch.equal(cache.hidden, torch.zeros(2, 2, 16)) and torch.equal(cache.cell, torch.zeros(2, 2, 16))
+    source, target = padded_batch([4, 3]), padded_batch([3, 3])
+    full = model.double()(input_ids=source, decoder_input_ids=target).logits
+    torch.testing.assert_close(stepwise_logits(model, source, target), full, rtol=1e-10, atol=1e-10)
+
+
+def test_stacked_encoder_layers_feed_the_top_layer_to_the_decoder():
+    model = build(encoder_layers=3, rnn_type="gru").double().eval()
+    encoder = model.model.encoder
+    assert encoder.rnn.num_layers == 3
+    source = padded_batch([5, 3])
+    out = encoder(source)
+    # The top layer's states for the 3-token row equal an unpadded run of the whole stack on it alone.
+    alone, final = encoder.rnn(encoder.embed_tokens(source[1:2, :3]))
+    torch.testing.assert_close(out.last_hidden_state[1:2, :3], alone)
+    torch.testing.assert_close(out.final_hidden_state[1], torch.cat([final[-2, 0], final[-1, 0]]))
+    assert torch.all(out.last_hidden_state[1, 3:] == 0)
+    target = padded_batch([3, 3])
+    full = model(input_ids=source, decoder_input_ids=target).logits
+    torch.testing.assert_close(stepwise_logits(model, source, target), full, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(rnn_dropout=0.5, encoder_layers=2, decoder_layers=2),
+        dict(rnn_dropout=0.5, encoder_layers=2, decoder_layers=2, decoder_style="luong", input_feeding=True),
+        dict(rnn_dropout=0.5, encoder_layers=2, decoder_layers=2, decoder_style="luong"),
+        dict(attention_dropout=0.5),
+        dict(attention_dropout=0.5, num_attention_heads=4, decoder_style="luong"),
+    ],
+    ids=["rnn-bahdanau", "rnn-luong-feed", "rnn-luong", "attention", "attention-heads-luong"],
+)
+def test_dropout_is_active_in_training_and_off_in_eval(overrides):
+    model = build(**overrides)
+    source, target = padded_batch([6, 2, 4]), padded_batch([3, 3, 3])
+    model.train()
+    torch.manual_seed(1)
+    a = model(input_ids=source, decoder_input_ids=target, output_attentions=True)
+    torch.manual_seed(2)
+    b = model(input_ids=source, decoder_input_ids=target, output_attentions=True)
+    assert not torch.allclose(a.logits, b.logits)  # dropout draws differ
+    for weights in (a.cross_attentions[0], b.cross_attentions[0]):  # masks hold under dropout
+        mask = (source != 0)[:, None, None, :].expand_as(weights)
+        assert torch.all(weights[~mask] == 0)
+        torch.testing.assert_close(weights.sum(-1), torch.ones_like(weights.sum(-1)))
+    model.eval()
+    torch.manual_seed(1)
+    c = model(input_ids=source, decoder_input_ids=target).logits
+    torch.manual_seed(2)
+    d = model(input_ids=source, decoder_input_ids=target).logits
+    assert torch.equal(c, d)
