@@ -15,6 +15,7 @@ This file is copied into model folders as remote code, so it imports nothing fro
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -39,6 +40,10 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
     Call arguments (also accepted at construction, where they become defaults):
         truncation (`bool`): truncate sources to the tokenizer's `model_max_length`.
         skip_special_tokens (`bool`, defaults to `True`): drop `<s>`, `</s>`, `<pad>` from the text.
+        return_alignments (`bool` or `"soft"`, defaults to `False`): add `"alignment"`, the source-target word
+            links of each returned sequence in Pharaoh format (`"0-0 1-2"`, from its cross-attention, heads
+            averaged), and with `"soft"` also `"soft"`, the `(target words, source words)` attention matrix.
+            Needs the `hf_seq2seq_attn` package installed (see `hf_seq2seq_attn.alignment`).
         **generate_kwargs: passed to `model.generate` (`num_beams`, `max_new_tokens`, `length_penalty`,
             `num_return_sequences`, `do_sample`, `top_k`, `top_p`, `temperature`, ...), on top of the
             model's `generation_config`.
@@ -60,9 +65,12 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
         truncation: bool | None = None,
         skip_special_tokens: bool | None = None,
         clean_up_tokenization_spaces: bool | None = None,
+        return_alignments: bool | str | None = None,
         **generate_kwargs: Any,
     ) -> tuple[dict, dict, dict]:
         preprocess_params: dict[str, Any] = {}
+        if return_alignments not in (None, False, True, "soft"):
+            raise ValueError(f"return_alignments must be True, False or 'soft'; got {return_alignments!r}.")
         if truncation is not None:
             preprocess_params["truncation"] = truncation
         postprocess_params: dict[str, Any] = {}
@@ -70,6 +78,9 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
             postprocess_params["skip_special_tokens"] = skip_special_tokens
         if clean_up_tokenization_spaces is not None:
             postprocess_params["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
+        if return_alignments is not None:
+            generate_kwargs["return_alignments"] = bool(return_alignments)
+            postprocess_params["return_alignments"] = return_alignments
         return preprocess_params, generate_kwargs, postprocess_params
 
     def __call__(self, inputs: str | list[str], **kwargs: Any) -> list:
@@ -90,31 +101,63 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
         return self.tokenizer(inputs, truncation=truncation, return_tensors="pt")
 
     def _forward(
-        self, model_inputs: dict[str, torch.Tensor], **generate_kwargs: Any
+        self, model_inputs: dict[str, torch.Tensor], return_alignments: bool = False, **generate_kwargs: Any
     ) -> dict[str, torch.Tensor]:
         input_ids = model_inputs["input_ids"]
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
-        output_ids = self.model.generate(
+        if return_alignments:
+            generate_kwargs.update(output_attentions=True, return_dict_in_generate=True)
+        output = self.model.generate(
             input_ids=input_ids, attention_mask=model_inputs.get("attention_mask"), **generate_kwargs
         )
+        output_ids = output.sequences if return_alignments else output
         batch_size = input_ids.shape[0]
         # (B * n, L) -> (B, n, L): the pipeline splits outputs along dim 0, one item per source
         output_ids = output_ids.reshape(batch_size, -1, output_ids.shape[-1])
-        return {"output_ids": output_ids}
+        if not return_alignments:
+            return {"output_ids": output_ids}
+        attention = _alignment_module().hypothesis_attention(output)  # (B * n, steps, N, S)
+        attention = attention.reshape(batch_size, -1, *attention.shape[1:])  # (B, n, steps, N, S)
+        return {"output_ids": output_ids, "attentions": attention, "source_ids": input_ids}
 
     def postprocess(
         self,
         model_outputs: dict[str, torch.Tensor],
         skip_special_tokens: bool = True,
         clean_up_tokenization_spaces: bool | None = None,
-    ) -> list[dict[str, str]]:
+        return_alignments: bool | str = False,
+    ) -> list[dict[str, Any]]:
         sequences = model_outputs["output_ids"][0]  # (n, L)
         texts = self.tokenizer.batch_decode(
             sequences,
             skip_special_tokens=skip_special_tokens,
             clean_up_tokenization_spaces=clean_up_tokenization_spaces,
         )
-        return [{"translation_text": text} for text in texts]
+        results: list[dict[str, Any]] = [{"translation_text": text} for text in texts]
+        if return_alignments:
+            alignment = _alignment_module()
+            pad = self.tokenizer.pad_token_id
+            source_ids = [token for token in model_outputs["source_ids"][0].tolist() if token != pad]
+            eos = {self.tokenizer.eos_token_id}
+            for result, sequence, weights in zip(
+                results, sequences, model_outputs["attentions"][0], strict=True
+            ):
+                output_ids = alignment.generated_ids(sequence.tolist(), eos, pad)
+                found = alignment.alignment_from_attention(self.tokenizer, source_ids, output_ids, weights)
+                result["alignment"] = found.pharaoh()
+                if return_alignments == "soft":
+                    result["soft"] = found.soft
+        return results
+
+
+def _alignment_module() -> Any:
+    """`hf_seq2seq_attn.alignment`, imported only when alignments are asked for (this file is remote code)."""
+    try:  # by name, so that transformers' remote-code import check does not require the package
+        return importlib.import_module("hf_seq2seq_attn.alignment")
+    except ImportError as error:
+        raise ImportError(
+            "return_alignments=True needs the hf_seq2seq_attn package: pip install hf_seq2seq_attn"
+        ) from error
 
 
 def register(task: str = TASK) -> None:
