@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import os
 import platform
@@ -701,34 +700,31 @@ def bench_backends(bench: Bench, arch: Arch, threads: int) -> Iterator[tuple[str
     sentences = bench.ids(work.sentences, work.src_len, vocab)
     batch = bench.ids(work.gen_batch, work.src_len, vocab)
     tokens = work.gen_batch * work.new_tokens
+
+    def measure(runner: Any, size: float) -> dict[str, Any]:
+        latency = bench.time(one_at_a_time_fn(runner, sentences, work.new_tokens)) / work.sentences
+        greedy = bench.time(generate_fn(runner, batch, work.new_tokens))
+        beam = bench.time(generate_fn(runner, batch, work.new_tokens, work.num_beams))
+        return {
+            "b1_latency_ms": 1e3 * latency,
+            f"b{work.gen_batch}_greedy_tok/s": tokens / greedy,
+            f"b{work.gen_batch}_beam{work.num_beams}_tok/s": tokens / beam,
+            "size_MiB": size,
+        }
+
     note = onnx_available()
-    reference: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="seq2seq-attn-bench-") as tmp:
         model = bench.ours(arch).eval()
         model.save_pretrained(Path(tmp) / "pytorch")
-        runners: Iterator[tuple[str, Any, float]] = iter(
-            [("pytorch", model, safetensors_mib(Path(tmp) / "pytorch"))]
-        )
+        reference = measure(model, safetensors_mib(Path(tmp) / "pytorch"))
+        yield "pytorch", reference
         if note is None:
-            runners = itertools.chain(runners, onnx_runners(model, Path(tmp) / "onnx", threads))
-        try:
-            for backend, runner, size in runners:
-                latency = bench.time(one_at_a_time_fn(runner, sentences, work.new_tokens)) / work.sentences
-                greedy = bench.time(generate_fn(runner, batch, work.new_tokens))
-                beam = bench.time(generate_fn(runner, batch, work.new_tokens, work.num_beams))
-                row = {
-                    "b1_latency_ms": 1e3 * latency,
-                    f"b{work.gen_batch}_greedy_tok/s": tokens / greedy,
-                    f"b{work.gen_batch}_beam{work.num_beams}_tok/s": tokens / beam,
-                    "size_MiB": size,
-                }
-                if backend == "pytorch":
-                    reference = row
-                else:
-                    row.update(backend_ratios(row, reference))
-                yield backend, row
-        except Exception as error:  # an export or ONNX Runtime failure must not hide the PyTorch figures
-            note = f"onnx rows stopped: {type(error).__name__}: {error}"
+            try:
+                for backend, runner, size in onnx_runners(model, Path(tmp) / "onnx", threads):
+                    row = measure(runner, size)
+                    yield backend, {**row, **backend_ratios(row, reference)}
+            except Exception as error:  # an export or ONNX Runtime failure must not stop the other figures
+                note = f"onnx rows stopped: {type(error).__name__}: {error}"
     if note is not None:
         print(note)
 

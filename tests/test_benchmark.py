@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -76,6 +77,14 @@ def test_quick_run_prints_every_figure(capsys):
             onnx["b4_greedy_tok/s"] / pytorch["b4_greedy_tok/s"], rel=0.02
         )
         assert onnx["size_ratio"] == pytest.approx(onnx["size_MiB"] / pytorch["size_MiB"], rel=0.02)
+
+
+def test_onnx_rows_are_skipped_with_an_install_hint_without_onnxruntime(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    assert main([*QUICK, "--only", "backends"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in rows(lines, "backends")] == ["pytorch"]
+    assert "onnx rows skipped: pip install 'hf_seq2seq_attn[onnx]'" in lines
 
 
 def test_compare_with_another_checkout(capsys, tmp_path):
