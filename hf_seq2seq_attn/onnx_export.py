@@ -24,7 +24,8 @@ names of the decoder state tensors. `int8=True` also writes `encoder.int8.onnx`,
 `decoder_init.int8.onnx` and `decoder_step.int8.onnx`: ONNX Runtime's dynamic quantization (weights
 int8 per tensor, activations quantized on the fly) of every `MatMul`, `Gather` (embeddings) and
 `LSTM`; `Gemm` nodes are first rewritten as `MatMul` + `Add`, which dynamic quantization handles.
-ONNX Runtime has no int8 kernel for `GRU`/`RNN`, so those encoder weights stay fp32.
+ONNX Runtime has no int8 kernel for `GRU`/`RNN`: their weights are stored int8 (one scale per gate
+row) and dequantized when the graph runs, so the file is small but that arithmetic stays fp32.
 
 Why `torch.onnx.export(..., dynamo=False)` (the TorchScript tracer) and not `transformers.exporters`
 (built on `torch.export`): the encoder's packed RNN (`pack_padded_sequence` with data-dependent
@@ -220,12 +221,66 @@ def _gemm_to_matmul(model_proto) -> None:
     onnx.checker.check_model(model_proto)
 
 
+def _int8_rnn_weights(model_proto) -> None:
+    """Store the `W`/`R` weights of `GRU`/`RNN` nodes as int8 + `DequantizeLinear`, in place.
+
+    ONNX Runtime has no integer GRU/RNN kernel, so dynamic quantization leaves these fp32: here they are
+    kept int8 on disk (symmetric, one scale per gate row) and dequantized to fp32 when the graph runs.
+    The arithmetic stays fp32; only the stored weights are rounded.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model_proto.graph
+    initializers = {init.name: init for init in graph.initializer}
+    replaced: set[str] = set()
+    new_nodes = []
+    for node in graph.node:
+        if node.op_type in ("GRU", "RNN"):
+            for position in (1, 2):  # W (D, G, I) and R (D, G, H)
+                name = node.input[position]
+                if name not in initializers:
+                    continue
+                weight = numpy_helper.to_array(initializers[name])
+                scale = np.abs(weight).max(axis=(0, 2)) / 127.0  # (G,) one scale per gate row
+                scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+                quantized = np.clip(np.round(weight / scale[None, :, None]), -127, 127).astype(np.int8)
+                prefix = f"{name}__int8_{len(new_nodes)}"
+                graph.initializer.extend(
+                    [
+                        numpy_helper.from_array(quantized, f"{prefix}_q"),
+                        numpy_helper.from_array(scale, f"{prefix}_scale"),
+                        numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{prefix}_zero"),
+                    ]
+                )
+                new_nodes.append(
+                    helper.make_node(
+                        "DequantizeLinear",
+                        [f"{prefix}_q", f"{prefix}_scale", f"{prefix}_zero"],
+                        [f"{prefix}_fp32"],
+                        name=f"{prefix}_DequantizeLinear",
+                        axis=1,
+                    )
+                )
+                node.input[position] = f"{prefix}_fp32"
+                replaced.add(name)
+        new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
 def quantize_graph(source: pathlib.Path, target: pathlib.Path) -> None:
-    """Write `target`: `source` with int8 weights (ONNX Runtime dynamic quantization)."""
+    """Write `target`: `source` with int8 weights (ONNX Runtime dynamic quantization, plus int8 storage
+    of GRU/RNN weights, see [`_int8_rnn_weights`])."""
     onnx = require("onnx")
     quantization = require("onnxruntime.quantization")
     model_proto = onnx.load(str(source))
     _gemm_to_matmul(model_proto)
+    _int8_rnn_weights(model_proto)
     previous = logging.root.manager.disable
     # The quantizer logs a "consider pre-processing" warning through the root logger for every graph
     # (shape inference pre-processing matters for static quantization of convolutions, not here).
