@@ -157,8 +157,11 @@ def _vocabulary(folder: str) -> dict[str, int] | None:
 
 
 def _check_vocabularies(folders: Sequence[str]) -> None:
-    with_vocab = [(folder, _vocabulary(folder)) for folder in folders]
-    with_vocab = [(folder, vocab) for folder, vocab in with_vocab if vocab is not None]
+    with_vocab: list[tuple[str, dict[str, int]]] = []
+    for folder in folders:
+        vocab = _vocabulary(folder)
+        if vocab is not None:
+            with_vocab.append((folder, vocab))
     if not with_vocab:
         return
     first_folder, first = with_vocab[0]
