@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -284,20 +285,22 @@ def nbest_choices(exploration: Exploration) -> list[tuple[str, int]]:
 # The tooltip is pure CSS (`::after` showing the cell's `data-tip` on hover): gr.HTML does not run
 # <script> tags, and no extra component or round trip to the server is needed per hover.
 HEATMAP_CSS = """
-.s2sa-heatmap { overflow: auto; max-height: 70vh; padding-bottom: 3em; }
-.s2sa-heatmap table { border-collapse: collapse; font-size: 12px; }
-.s2sa-heatmap th { font-weight: normal; padding: 1px 4px; white-space: nowrap; }
-.s2sa-heatmap th.s2sa-src { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left;
-  vertical-align: bottom; }
-.s2sa-heatmap th.s2sa-tgt { text-align: right; }
-.s2sa-heatmap td.s2sa-cell { width: 18px; min-width: 18px; height: 18px; padding: 0; position: relative;
-  border: 1px solid #f3f3f3; }
+.s2sa-heatmap { overflow: auto; max-height: 75vh; padding: 0 8em 3em 0; }
+.s2sa-heatmap table.s2sa-table { border-collapse: collapse; font-size: 12px; line-height: 1.1; width: auto;
+  margin: 0; border: none; }
+.s2sa-heatmap table.s2sa-table th { font-weight: normal; padding: 1px 4px !important; white-space: nowrap;
+  border: none !important; background: none; }
+.s2sa-heatmap table.s2sa-table th.s2sa-src { writing-mode: vertical-rl; transform: rotate(180deg);
+  text-align: left; vertical-align: bottom; }
+.s2sa-heatmap table.s2sa-table th.s2sa-tgt { text-align: right; }
+.s2sa-heatmap table.s2sa-table td.s2sa-cell { width: 18px; min-width: 18px; height: 18px; padding: 0 !important;
+  position: relative; border: 1px solid #eee !important; }
 .s2sa-heatmap td.s2sa-cell:hover { outline: 2px solid #e4572e; z-index: 5; }
 .s2sa-heatmap td.s2sa-cell:hover::after { content: attr(data-tip); position: absolute; left: 110%; top: 110%;
   white-space: pre; background: #222; color: #fff; padding: 3px 6px; border-radius: 3px; z-index: 10;
   font-size: 12px; pointer-events: none; }
 .s2sa-heatmap tr:has(td.s2sa-cell:hover) th.s2sa-tgt { background: #ffe8a3; }
-.s2sa-heatmap caption { caption-side: top; text-align: left; padding-bottom: 4px; color: #555; }
+.s2sa-heatmap caption { caption-side: top; text-align: left; padding-bottom: 4px; color: #555; white-space: nowrap; }
 .s2sa-align td, .s2sa-align th { padding: 1px 8px; text-align: left; }
 """
 
@@ -320,7 +323,8 @@ def heatmap_html(
 
     Returns:
         HTML (a `<style>` block and a `<table>`). Each cell carries `data-row`, `data-col`, `data-weight`
-        and a `data-tip` ("output ← source: weight") that a CSS tooltip shows on hover.
+        and a `data-tip` ("output ← source: weight") that a CSS tooltip shows on hover (the table's
+        headers name every row and column for screen readers).
     """
     num_targets, num_sources = matrix.shape
     if num_targets != len(target_tokens) or num_sources != len(source_tokens):
@@ -344,7 +348,7 @@ def heatmap_html(
             tip = f"{target} ← {source[s]}: {weight:.3f}"
             parts.append(
                 f'<td class="s2sa-cell" data-row="{t}" data-col="{s}" data-weight="{weight:.6f}" '
-                f'data-tip="{tip}" aria-label="{tip}" style="background:{_cell_color(weight)}"></td>'
+                f'data-tip="{tip}" style="background:{_cell_color(weight)}"></td>'
             )
         parts.append("</tr>")
     parts.append("</tbody></table></div>")
@@ -626,6 +630,7 @@ def build_app(
         except Exception as err:
             return (_error(f"Could not load the model: {_friendly(err)}"), *empty)
         beams = 1 if mode == "greedy" else max(2, min(MAX_BEAMS, int(width or 2)))
+        start = time.perf_counter()
         try:
             exploration = explore(model, tokenizer, text, num_beams=beams)
         except Exception as err:
@@ -636,6 +641,7 @@ def build_app(
         status = " ".join(f"ℹ️ {notice}" for notice in exploration.notices)
         heatmap, alignment = _render(cache, name, exploration, 0, None)
         choices = nbest_choices(exploration)
+        logger.info("%s: translated and drawn in %.0f ms", name, 1000 * (time.perf_counter() - start))
         return (
             status,
             gr.update(choices=choices, value=0),
