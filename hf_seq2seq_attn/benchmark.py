@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -802,8 +802,11 @@ def worker_main(argv: list[str]) -> int:
     return 0
 
 
+REPLY_PREFIX = "@bench-worker "
+
+
 def _reply(message: dict[str, Any]) -> None:
-    print(json.dumps(message), flush=True)
+    print(REPLY_PREFIX + json.dumps(message), flush=True)
 
 
 # `python -c` program of a worker: runs this very file as a plain module (not `-m
@@ -815,13 +818,16 @@ WORKER_BOOT = (
 
 
 class Worker:
-    """One side of a side-by-side run: a worker process importing `hf_seq2seq_attn` from `root`."""
+    """One side of a side-by-side run: a worker process importing `hf_seq2seq_attn` from `root`.
+
+    Started at construction (both sides import in parallel); `ready()` waits for its set-up.
+    """
 
     def __init__(self, name: str, root: Path, setup: dict[str, Any]):
         self.name = name
         # A file, not a pipe (a full pipe would block the worker); closed in `close`.
         self.stderr: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        paths = [str(root), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         # cwd=root: `python -c` puts the working directory first on sys.path.
         self.process = subprocess.Popen(
             [sys.executable, "-c", WORKER_BOOT, str(Path(__file__).resolve())],
@@ -830,24 +836,49 @@ class Worker:
             stderr=self.stderr,
             text=True,
             cwd=root,
-            env=env,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
         )
-        self.package = self.request(setup)["package"]
+        self._send(setup)
+        self.package = ""
+
+    def ready(self) -> None:
+        """Wait until the worker has built and warmed up its jobs; `package` is then its package path."""
+        self.package = self._receive()["package"]
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            self.stderr.seek(0)
-            raise RuntimeError(f"the {self.name} worker stopped: {self.stderr.read().strip()[-1500:]}")
-        return json.loads(line)
+        self._send(message)
+        return self._receive()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            self._died()
+
+    def _receive(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:  # skip anything else the other package may print
+            if line.startswith(REPLY_PREFIX):
+                return json.loads(line[len(REPLY_PREFIX) :])
+        self._died()
+
+    def _died(self) -> NoReturn:
+        self.process.wait()
+        self.stderr.seek(0)
+        raise RuntimeError(f"the {self.name} worker stopped: {self.stderr.read().strip()[-1500:]}")
 
     def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.wait(timeout=60)
+        """End the worker (end of input; killed if it has not exited a minute later)."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):  # a worker that died
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         self.stderr.close()
 
 
@@ -874,9 +905,12 @@ def run_compare(
     in each round; print one row per side and figure and the ours/theirs ratios; return the medians
     `{figure: {"ours": value, "theirs": value}}`."""
     setup = {"threads": threads, "quick": quick, "warmup": warmup, "figures": figures}
-    sides = [Worker("ours", package_root(), setup), Worker("theirs", other, setup)]
+    sides: list[Worker] = []
     try:
+        for name, root in (("ours", package_root()), ("theirs", other)):
+            sides.append(Worker(name, root, setup))
         for worker in sides:
+            worker.ready()
             print(f"compare  {worker.name:<6} package {worker.package}")
         seconds: dict[tuple[str, str], list[float]] = {(f, w.name): [] for f in figures for w in sides}
         for round_ in range(repeats):
@@ -1110,8 +1144,12 @@ def main(argv: list[str] | None = None) -> int:
     print_header(args, device, workload, archs)
     if args.compare_with is not None:
         figures = [name for name in COMPARE_FIGURES if name in args.only]
-        for threads in args.threads:
-            run_compare(args.compare_with, figures, threads, args.repeats, args.warmup, args.quick)
+        try:
+            for threads in args.threads:
+                run_compare(args.compare_with, figures, threads, args.repeats, args.warmup, args.quick)
+        except RuntimeError as error:  # a worker died, e.g. the other checkout's package does not import
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         return 0
     print(
         "memory: growth of resident memory over one training step in a fresh process (CPU; "

@@ -108,6 +108,15 @@ def test_compare_with_another_checkout(capsys, tmp_path):
     assert not rows(lines, "compare", "ours", "greedy"), "--only was not honoured"
 
 
+@pytest.mark.slow
+def test_compare_with_a_broken_checkout_names_the_failure(capsys, tmp_path):
+    (tmp_path / "hf_seq2seq_attn").mkdir()
+    (tmp_path / "hf_seq2seq_attn" / "__init__.py").write_text("raise ImportError('deliberately broken')\n")
+    assert main([*QUICK, "--only", "latency", "--compare_with", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the theirs worker stopped") and "deliberately broken" in err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
