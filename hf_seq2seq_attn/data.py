@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,3 +254,198 @@ def expand_pronunciations(split: dict[str, list]) -> ParallelData:
             sources.append(word)
             targets.append(pronunciation)
     return ParallelData(sources, targets, "cmudict")
+
+
+def group_references(sources: Sequence[str], targets: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Collect the targets of repeated sources as accepted alternatives (e.g. CMUdict variants).
+
+    Returns:
+        The distinct sources in first-seen order, and for each the list of its targets.
+    """
+    references: dict[str, list[str]] = {}
+    for source, target in zip(sources, targets, strict=True):
+        alternatives = references.setdefault(source, [])
+        if target not in alternatives:
+            alternatives.append(target)
+    return list(references), list(references.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Splits for training: every data source behind one function
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Splits:
+    """Train / validation / test pairs of one dataset, with the accepted outputs of each evaluated item.
+
+    `validation_refs[i]` lists every accepted output of validation item i (several pronunciations for G2P,
+    the one reference otherwise; the first is canonical).
+    """
+
+    train: ParallelData
+    validation: ParallelData | None
+    test: ParallelData | None
+    validation_refs: list[list[str]] | None = None
+    test_refs: list[list[str]] | None = None
+    name: str = "custom"
+    source_lang: str = "src"
+    target_lang: str = "tgt"
+
+    def __post_init__(self) -> None:
+        for part in ("validation", "test"):
+            pairs = getattr(self, part)
+            if pairs is not None and getattr(self, f"{part}_refs") is None:
+                setattr(self, f"{part}_refs", [[target] for target in pairs.targets])
+
+    def limit(self, train: int | None = None, validation: int | None = None, test: int | None = None) -> None:
+        """Keep only the first N items of each split (None keeps all)."""
+        self.train = _first(self.train, train)
+        self.validation, self.validation_refs = _first(self.validation, validation), _head(self.validation_refs, validation)
+        self.test, self.test_refs = _first(self.test, test), _head(self.test_refs, test)
+
+
+def _first(pairs: ParallelData | None, n: int | None) -> ParallelData | None:
+    if pairs is None or n is None:
+        return pairs
+    return ParallelData(pairs.sources[:n], pairs.targets[:n], pairs.path, pairs.skipped)
+
+
+def _head(items: list | None, n: int | None) -> list | None:
+    return items if items is None or n is None else items[:n]
+
+
+def bundled_info(name: str) -> dict[str, str]:
+    """What the bundled dataset `name` is: `{"source_lang", "target_lang", "task"}` (from `datasets.json`)."""
+    manifest = json.loads((DATA_DIR / "datasets.json").read_text(encoding="utf-8"))
+    if name not in manifest:
+        raise DataError(f"No bundled dataset {name!r}; the package ships {sorted(manifest)}.")
+    return manifest[name]
+
+
+def load_splits(
+    dataset_name: str | None = None,
+    train_file: str | None = None,
+    validation_file: str | None = None,
+    test_file: str | None = None,
+    *,
+    dataset_config_name: str | None = None,
+    source_column: str = "source",
+    target_column: str = "target",
+    source_lang: str | None = None,
+    target_lang: str | None = None,
+    bad_rows: str = "error",
+) -> Splits:
+    """Read a dataset from any source the train command accepts.
+
+    Args:
+        dataset_name: `bundled:NAME` (shipped with the package), `cmudict` or `cmudict:stress` (G2P, with
+            stress digits removed or kept), or a `datasets` Hub name (needs the network).
+        train_file, validation_file, test_file: local files instead (see [`read_parallel`]).
+        source_column ... bad_rows: how records map to pairs (see [`pairs_from_records`]).
+    Raises:
+        DataError: with the fix, for every problem a user can cause.
+    """
+    read = dict(
+        source_column=source_column,
+        target_column=target_column,
+        source_lang=source_lang,
+        target_lang=target_lang,
+        bad_rows=bad_rows,
+    )
+    if dataset_name in ("cmudict", "cmudict:stress"):
+        return _cmudict_splits(keep_stress=dataset_name.endswith(":stress"))
+    if dataset_name and dataset_name.startswith("bundled:"):
+        name = dataset_name.split(":", 1)[1]
+        info = bundled_info(name)
+        train, dev, test = (read_parallel(bundled_path(split, name), **read) for split in ("train", "dev", "test"))
+        return Splits(train, dev, test, name=name, source_lang=info["source_lang"], target_lang=info["target_lang"])
+    if dataset_name:
+        return _hub_splits(dataset_name, dataset_config_name, read)
+    if not train_file:
+        raise DataError("Give --train_file (and --validation_file/--test_file), --dataset_name, or --recipe demo.")
+    train, dev, test = (read_parallel(f, **read) if f else None for f in (train_file, validation_file, test_file))
+    assert train is not None
+    return Splits(
+        train, dev, test, name=Path(train_file).stem, source_lang=source_lang or "src", target_lang=target_lang or "tgt"
+    )
+
+
+def _cmudict_splits(keep_stress: bool) -> Splits:
+    """CMUdict split by word; training has one pair per pronunciation, evaluation one item per word."""
+    raw = cmudict_g2p_splits(keep_stress=keep_stress)
+    first = {s: ParallelData(raw[s]["words"], [p[0] for p in raw[s]["pronunciations"]], "cmudict") for s in ("dev", "test")}
+    return Splits(
+        expand_pronunciations(raw["train"]),
+        first["dev"],
+        first["test"],
+        raw["dev"]["pronunciations"],
+        raw["test"]["pronunciations"],
+        name="cmudict-stress" if keep_stress else "cmudict",
+        source_lang="graphemes",
+        target_lang="phonemes",
+    )
+
+
+def _hub_splits(name: str, config_name: str | None, read: dict) -> Splits:
+    """A `datasets` Hub dataset (needs network; fails with a clear message offline)."""
+    import datasets
+
+    try:
+        raw = datasets.load_dataset(name, config_name)
+    except Exception as error:  # offline, unknown name, ...: one line for the user
+        raise DataError(f"Could not load dataset {name!r} ({type(error).__name__}: {error}).") from None
+
+    def convert(split: str) -> ParallelData | None:
+        if split not in raw:
+            return None
+        return pairs_from_records(enumerate(raw[split], start=1), f"{name}:{split}", **read)
+
+    train = convert("train")
+    if train is None:
+        raise DataError(f"Dataset {name!r} has no 'train' split (it has {list(raw)}).")
+    return Splits(
+        train,
+        convert("validation"),
+        convert("test"),
+        name=name,
+        source_lang=read["source_lang"] or "src",
+        target_lang=read["target_lang"] or "tgt",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Token ids for training
+# --------------------------------------------------------------------------------------------
+LONG_ROW_POLICIES = ("truncate", "skip")
+
+
+def tokenize_pairs(pairs: ParallelData, tokenizer, max_source_length: int, max_target_length: int, long_rows: str = "truncate"):
+    """A `datasets.Dataset` of `input_ids`, `attention_mask` and `labels` for `Seq2SeqTrainer`.
+
+    Rows longer than the limits are cut (keeping `</s>` last, so the model still learns to stop) or, with
+    `long_rows="skip"`, dropped; either way the count is logged.
+    """
+    from datasets import Dataset
+
+    if long_rows not in LONG_ROW_POLICIES:
+        raise DataError(f"long_rows must be one of {LONG_ROW_POLICIES}; got {long_rows!r}.")
+    encoded = tokenizer(pairs.sources, text_target=pairs.targets, truncation=False)
+    sources, targets = encoded["input_ids"], encoded["labels"]
+    too_long = [len(s) > max_source_length or len(t) > max_target_length for s, t in zip(sources, targets, strict=True)]
+    keep = [i for i, long in enumerate(too_long) if not (long and long_rows == "skip")]
+    if any(too_long):
+        action = "skipped" if long_rows == "skip" else "truncated"
+        logger.warning(
+            "%s: %d rows longer than %d/%d tokens were %s.",
+            pairs.path, sum(too_long), max_source_length, max_target_length, action,
+        )  # fmt: skip
+
+    def cut(ids: list[int], limit: int) -> list[int]:
+        return ids if len(ids) <= limit else [*ids[: limit - 1], tokenizer.eos_token_id]
+
+    return Dataset.from_dict(
+        {
+            "input_ids": [cut(sources[i], max_source_length) for i in keep],
+            "attention_mask": [[1] * min(len(sources[i]), max_source_length) for i in keep],
+            "labels": [cut(targets[i], max_target_length) for i in keep],
+        }
+    )

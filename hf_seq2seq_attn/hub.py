@@ -99,13 +99,22 @@ def render_model_card(
     return card
 
 
+# Never uploaded: training state (checkpoints, TensorBoard runs) is not the model, and pickles can run code
+# when loaded and may hold secrets (transformers' `training_args.bin` pickles the Hub token).
+PUSH_IGNORE_PATTERNS = ["checkpoint-*", "runs/*", "*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle"]
+
+
 def push_folder(output_dir: str, repo_id: str, token: str | None = None, private: bool | None = None) -> list[str]:
-    """Upload the whole output folder (weights, code, tokenizer, card, pictures). Returns the files sent."""
+    """Upload the model folder (weights, code, tokenizer, card, pictures) as one commit. Returns the files sent."""
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    ignore = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt"]  # training state, not the model
-    api.upload_folder(folder_path=output_dir, repo_id=repo_id, ignore_patterns=ignore, commit_message="Upload seq2seq_attn model")
+    api.upload_folder(
+        folder_path=output_dir,
+        repo_id=repo_id,
+        ignore_patterns=PUSH_IGNORE_PATTERNS,
+        commit_message="Upload seq2seq_attn model",
+    )
     files = sorted(str(p.relative_to(output_dir)) for p in Path(output_dir).rglob("*") if p.is_file())
-    sent = list(filter_repo_objects(files, ignore_patterns=ignore))  # the filter upload_folder applies
+    sent = list(filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS))  # the filter upload_folder applies
     logger.info("Pushed %d files to %s", len(sent), repo_id)
     return sent

@@ -1,17 +1,15 @@
 """Inference helpers: load a saved model, translate batches of sentences, extract attention maps.
 
-Everything the command-line scripts do lives here, so that it can be used and tested from Python:
+Everything the inference commands (`seq2seq-attn translate|evaluate|plot`) do lives here, usable and
+tested from Python:
 
 - [`load_model_and_tokenizer`]: a saved folder (or cached Hub id) -> `(model.eval(), tokenizer)`;
 - [`translate`]: length-sorted batched `generate()`, n-best lists and scores, results in input order;
-- [`attention_for`]: cross-attention weights `(N, T, S)` for one sentence, ready for `plot_attention`;
-- [`group_references`]: repeated sources of a test set as one item with alternative references (G2P);
-- [`add_generation_arguments`], [`generation_kwargs_from_args`]: the decoding options shared by the scripts.
+- [`attention_for`]: cross-attention weights `(N, T, S)` for one sentence, ready for `plot_attention`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -318,67 +316,8 @@ def attention_for(
     return weights, source_tokens, output_tokens
 
 
-# --------------------------------------------------------------------------------------------
-# Test sets
-# --------------------------------------------------------------------------------------------
-def group_references(sources: Sequence[str], targets: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """Collect the targets of repeated sources as accepted alternatives (e.g. CMUdict variants).
-
-    Returns:
-        The distinct sources in first-seen order, and for each the list of its targets.
-    """
-    references: dict[str, list[str]] = {}
-    for source, target in zip(sources, targets, strict=True):
-        alternatives = references.setdefault(source, [])
-        if target not in alternatives:
-            alternatives.append(target)
-    return list(references), list(references.values())
-
-
-# --------------------------------------------------------------------------------------------
-# Command-line options shared by the scripts
-# --------------------------------------------------------------------------------------------
-def add_generation_arguments(parser: argparse.ArgumentParser, num_beams: int = 5) -> None:
-    """Add the decoding options of [`translate`] to a script's parser."""
-    group = parser.add_argument_group("generation")
-    group.add_argument("--batch_size", type=int, default=32, help="sentences per generate() call")
-    group.add_argument("--num_beams", type=int, default=num_beams, help="beam width (1 = greedy)")
-    group.add_argument("--length_penalty", type=float, default=1.0, help="beam score = log p / length**this")
-    group.add_argument(
-        "--n_best", type=int, default=1, help="hypotheses per sentence (<= num_beams unless sampling)"
-    )
-    group.add_argument("--do_sample", action="store_true", help="sample instead of searching")
-    group.add_argument("--top_k", type=int, default=None, help="sample from the k most likely tokens")
-    group.add_argument("--top_p", type=float, default=None, help="nucleus sampling threshold")
-    group.add_argument("--temperature", type=float, default=None, help="sampling temperature")
-    group.add_argument(
-        "--max_new_tokens",
-        type=int,
-        default=None,
-        help="output length limit (default: 2 * source tokens + 10)",
-    )
-
-
-def generation_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Map the options of [`add_generation_arguments`] to [`translate`] keyword arguments."""
-    return {
-        "batch_size": args.batch_size,
-        "num_beams": args.num_beams,
-        "length_penalty": args.length_penalty,
-        "num_return_sequences": args.n_best,
-        "do_sample": args.do_sample,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "temperature": args.temperature,
-        "max_new_tokens": args.max_new_tokens,
-    }
-
-
 __all__ = [
-    "add_generation_arguments",
     "attention_for",
-    "generation_kwargs_from_args",
-    "group_references",
     "load_model_and_tokenizer",
     "translate",
 ]

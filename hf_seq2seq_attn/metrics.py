@@ -153,3 +153,26 @@ def exact_match(predictions: list[str], references: list[str], normalize_whitesp
         prediction == reference for prediction, reference in zip(predictions, references, strict=True)
     )
     return 100.0 * matches / len(predictions)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics by task
+# --------------------------------------------------------------------------------------------
+TASKS = ("translation", "g2p")
+
+
+def task_metrics(task: str, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+    """The metrics of a task; `references[i]` lists the accepted outputs of item i (the first is canonical).
+
+    translation: BLEU and chrF against the canonical reference. g2p: WER and PER against the closest accepted
+    pronunciation, and exact match against the canonical one.
+    """
+    if task == "translation":
+        return translation_metrics(predictions, [accepted[0] for accepted in references])
+    if task == "g2p":
+        return {
+            "wer": word_error_rate(predictions, references),
+            "per": phoneme_error_rate(predictions, references),
+            "exact_match": exact_match(predictions, [accepted[0] for accepted in references], normalize_whitespace=True),
+        }
+    raise ValueError(f"task must be one of {TASKS}; got {task!r}.")

@@ -1,6 +1,6 @@
-"""Trainer pieces the train script composes: a wall-clock budget, a non-finite-loss guard, metrics.
+"""Trainer pieces the train command composes: a wall-clock budget, honest progress, a non-finite-loss guard.
 
-Kept in the package (not the script) so they are importable and testable on their own.
+Kept apart from the command so they are importable and testable on their own.
 """
 
 from __future__ import annotations
@@ -15,63 +15,140 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import SequentialSampler
-from transformers import Seq2SeqTrainer, TrainerCallback
+from tqdm.auto import tqdm
+from transformers import ProgressCallback, Seq2SeqTrainer, TrainerCallback
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_callback import ExportableState
 
-from .metrics import exact_match, phoneme_error_rate, translation_metrics, word_error_rate
+from .metrics import task_metrics
 
 logger = logging.getLogger(__name__)
-
-TASKS = ("translation", "g2p")
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the weights are left as of the last good step."""
 
 
-class TimeBudget(TrainerCallback):
-    """Stop training cleanly after `minutes` of wall-clock time: evaluate and save one last time.
+class TimeBudget(TrainerCallback, ExportableState):
+    """Stop training cleanly after `minutes` of training time: evaluate and save one last time.
 
-    The learning rate follows the budget too (linear warm-up, then linear decay to zero as the time
-    runs out), so a run that is cut by the clock ends annealed rather than mid-schedule.
+    The learning rate follows the budget too (linear warm-up, then linear decay to zero as the time runs
+    out), so a run that is cut by the clock ends annealed rather than mid-schedule.
+
+    The budget is training state, not a property of one process:
+    * the elapsed time is saved in every checkpoint (`trainer_state.json`, as an `ExportableState`) and
+      restored on resume, so a resumed run continues the same learning-rate curve and trains, in all,
+      for the budget;
+    * under several processes rank 0's clock is broadcast at every step, so every rank takes the same
+      learning rate and stops after the same step (a rank stopping alone would leave the others blocked in
+      the gradient all-reduce).
     """
 
-    def __init__(self, minutes: float):
-        if minutes <= 0:
+    def __init__(self, minutes: float, elapsed_seconds: float = 0.0):
+        if not minutes > 0:
             raise ValueError(f"The time budget must be positive; got {minutes} minutes.")
         self.seconds = minutes * 60.0
-        self.start: float | None = None
+        self.elapsed_seconds = elapsed_seconds  # rank 0's clock as of the last optimizer step
+        self._offset = elapsed_seconds  # time spent before this process started training
+        self._start: float | None = None
+
+    def state(self) -> dict:
+        return {"args": {"minutes": self.seconds / 60.0}, "attributes": {"elapsed_seconds": self.elapsed_seconds}}
 
     def fraction(self) -> float:
-        """Share of the budget spent, 0 before training starts."""
-        return 0.0 if self.start is None else (time.monotonic() - self.start) / self.seconds
+        """Share of the budget spent (0 at the start), the same on every rank."""
+        return self.elapsed_seconds / self.seconds
 
     def lr_factor(self, warmup_steps: int) -> Callable[[int], float]:
+        """`LambdaLR` factor: linear warm-up over `warmup_steps`, then `1 - fraction()` of the budget."""
+
         def factor(step: int) -> float:
             warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
             return warm * max(0.0, 1.0 - self.fraction())
 
         return factor
 
+    def restart(self) -> None:
+        """Forget any time spent: the next `train()` without a checkpoint gets the whole budget."""
+        self.elapsed_seconds = self._offset = 0.0
+
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.monotonic()
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if isinstance(saved, dict):  # resuming: `trainer_state.json` of the checkpoint holds the time spent
+            self.elapsed_seconds = float(saved.get("attributes", {}).get("elapsed_seconds", 0.0))
+        self._offset = self.elapsed_seconds
+        self._start = time.monotonic()
+
+    def _rank0_clock(self, device: torch.device) -> float:
+        """Seconds of training so far by rank 0's clock, the same number on every rank."""
+        assert self._start is not None, "on_train_begin sets the start"
+        elapsed = self._offset + time.monotonic() - self._start
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            clock = torch.tensor([elapsed], dtype=torch.float64, device=device)
+            torch.distributed.broadcast(clock, src=0)
+            elapsed = float(clock.item())
+        return elapsed
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.elapsed_seconds = self._rank0_clock(args.device)
         if self.fraction() >= 1.0:
             control.should_training_stop = True
             control.should_evaluate = args.eval_strategy != "no"
-            control.should_save = True
+            control.should_save = args.save_strategy != "no"  # no checkpoint nobody asked for
             logger.info("Time budget of %.1f minutes reached at step %d: stopping.", self.seconds / 60, state.global_step)
         return control
 
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs:  # training logs: record where on the budget's curve we are
+            logs["budget_used"] = round(self.fraction(), 4)
+
+
+class BudgetProgressCallback(ProgressCallback):
+    """The training bar of a budgeted run counts minutes of the budget, not steps of an epoch count that
+    only bounds the run (a 6-minute run would otherwise show 0/43,800 steps and hours to go)."""
+
+    def __init__(self, budget: TimeBudget):
+        super().__init__()
+        self.budget = budget
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(
+                total=round(self.budget.seconds / 60, 1),
+                initial=round(self.budget.elapsed_seconds / 60, 1),
+                unit="min",
+                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min of the time budget [{postfix}]",
+                dynamic_ncols=True,
+            )
+        self.current_step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None:
+            self.training_bar.n = min(round(self.budget.elapsed_seconds / 60, 1), self.training_bar.total)
+            self.training_bar.set_postfix_str(f"step {state.global_step}", refresh=False)
+            self.training_bar.refresh()
+            self.current_step = state.global_step
+
 
 class Seq2SeqAttnTrainer(Seq2SeqTrainer):
-    """`Seq2SeqTrainer` plus an optional wall-clock LR schedule and a hard stop on a non-finite loss."""
+    """`Seq2SeqTrainer` plus an optional time budget, a hard stop on a non-finite loss, and no pickles on disk."""
 
     def __init__(self, *args, time_budget: TimeBudget | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        if not torch.cuda.is_available():
+            # Pinned memory only helps copies to an accelerator; without one, torch warns on every run.
+            self.args.dataloader_pin_memory = False
         self.time_budget = time_budget
         if time_budget is not None:
             self.add_callback(time_budget)
+            if not self.args.disable_tqdm:
+                self.remove_callback(ProgressCallback)
+                self.add_callback(BudgetProgressCallback(time_budget))
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if self.time_budget is not None and not resume_from_checkpoint:
+            self.time_budget.restart()
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.time_budget is None:
@@ -80,6 +157,22 @@ class Seq2SeqAttnTrainer(Seq2SeqTrainer):
             warmup = self.args.get_warmup_steps(num_training_steps)
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, self.time_budget.lr_factor(warmup))
         return self.lr_scheduler
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save as `Trainer` does, but the training arguments as redacted JSON instead of a pickle.
+
+        `Trainer` writes `training_args.bin`, a `torch.save` of the arguments that holds `hub_token` when one
+        was passed, into every checkpoint and the final folder. A model folder is meant to be shared: keep
+        nothing pickled and nothing secret in it (`to_json_string` masks every `*_token` field).
+        """
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            pickled = os.path.join(output_dir, TRAINING_ARGS_NAME)
+            if os.path.exists(pickled):
+                os.remove(pickled)
+            with open(os.path.join(output_dir, "training_args.json"), "w", encoding="utf-8") as handle:
+                handle.write(self.args.to_json_string())
 
     def _get_eval_sampler(self, eval_dataset):
         # transformers 5 groups *evaluation* batches by length too when training does; predictions then
@@ -104,19 +197,6 @@ def decode_predictions(tokenizer, predictions: np.ndarray) -> list[str]:
     """Generated ids (padded with -100 by the Trainer) to text."""
     predictions = np.where(predictions < 0, tokenizer.pad_token_id, predictions)
     return [text.strip() for text in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
-
-
-def task_metrics(task: str, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
-    """Metrics for a task; `references[i]` lists the accepted outputs for item i (first = canonical)."""
-    if task == "translation":
-        return translation_metrics(predictions, [accepted[0] for accepted in references])
-    if task == "g2p":
-        return {
-            "wer": word_error_rate(predictions, references),
-            "per": phoneme_error_rate(predictions, references),
-            "exact_match": exact_match(predictions, [accepted[0] for accepted in references], normalize_whitespace=True),
-        }
-    raise ValueError(f"task must be one of {TASKS}; got {task!r}.")
 
 
 def metrics_function(tokenizer, task: str, references: list[list[str]]):

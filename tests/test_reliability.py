@@ -10,11 +10,12 @@ import torch
 from conftest import make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_train_script import TINY, load_train_module, write_pairs
+from test_train import TINY, write_pairs
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, TrainerCallback
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
 from hf_seq2seq_attn.tokenization_seq2seq_attn import train_tokenizer
+from hf_seq2seq_attn.train import main as train_main
 from hf_seq2seq_attn.training import NonFiniteLossError, Seq2SeqAttnTrainer, check_output_dir
 
 CORPUS = ["el perro come", "la casa es grande", "hola mundo", "buenos días", "the dog eats", "hello world"] * 5
@@ -49,12 +50,12 @@ def train_file(tmp_path_factory):
         (["--rnn_type", "transformer"], "`rnn_type` must be one of"),
         (["--tokenizer_kind", "sentencepiece"], "kind"),
         (["--task", "summarise"], "--task must be one of"),
-        (["--preset", "huge"], "--preset must be one of"),
+        (["--recipe", "huge"], "not a shipped recipe"),
     ],
 )
 def test_bad_arguments_are_rejected_before_training(train_file, tmp_path, capsys, extra, message):
     argv = ["--train_file", str(train_file), "--output_dir", str(tmp_path / "m"), "--max_steps", "2", *TINY, *extra]
-    assert load_train_module().main(argv) == 2
+    assert train_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
     assert not (tmp_path / "m" / "model.safetensors").exists()
@@ -62,7 +63,7 @@ def test_bad_arguments_are_rejected_before_training(train_file, tmp_path, capsys
 
 def test_resume_without_checkpoint_is_explained(train_file, tmp_path, capsys):
     argv = ["--train_file", str(train_file), "--output_dir", str(tmp_path / "m"), "--resume_from_checkpoint", "True", *TINY]
-    assert load_train_module().main(argv) == 2
+    assert train_main(argv) == 2
     assert "no checkpoint-* folder" in capsys.readouterr().err
 
 
@@ -77,7 +78,7 @@ def test_full_disk_is_detected_before_training(train_file, tmp_path, capsys, mon
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1024))
     argv = ["--train_file", str(train_file), "--output_dir", str(tmp_path / "m"), "--max_steps", "2", *TINY]
-    assert load_train_module().main(argv) == 2
+    assert train_main(argv) == 2
     assert "MiB free" in capsys.readouterr().err
 
 

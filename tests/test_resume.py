@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_script import REPO, write_pairs
+from test_train import REPO, write_pairs
 
 ARGS = [
     "--tokenizer_kind", "word", "--tokenizer_vocab_size", "50", "--embedding_size", "32",

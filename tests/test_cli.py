@@ -1,23 +1,16 @@
-"""The inference scripts, called in-process through `main(argv)`: translate, evaluate, plot_attention."""
+"""The `seq2seq-attn` command line, in-process through `main(argv)` and once as a real console script."""
 
-import importlib.util
 import io
 import json
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from tiny_inference_model import PAIRS, SOURCES, save_tiny_model
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from hf_seq2seq_attn import cli
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +18,13 @@ def folder(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny_scripts"))
 
 
-@pytest.fixture(scope="module")
-def translate_script():
-    return load_script("translate")
-
-
-def test_translate_file_to_file(folder, translate_script, tmp_path, capsys):
+def test_translate_file_to_file(folder, tmp_path, capsys):
     source = tmp_path / "input.txt"
     sentences = [*SOURCES, "", "el gato"]  # an empty line still gets an output line
     source.write_text("\n".join(sentences) + "\n", encoding="utf-8")
     output = tmp_path / "output.txt"
     argv = ["--model", folder, "--input", str(source), "--output", str(output), "--num_beams", "2"]
-    assert translate_script.main(argv) == 0
+    assert cli.translate_main(argv) == 0
     lines = output.read_text(encoding="utf-8").split("\n")
     assert lines[-1] == ""  # trailing newline
     assert len(lines[:-1]) == len(sentences)
@@ -45,10 +33,10 @@ def test_translate_file_to_file(folder, translate_script, tmp_path, capsys):
     assert f"{len(sentences)}/{len(sentences)}" in captured.err and "sent/s" in captured.err  # progress bar
 
 
-def test_translate_stdin_to_stdout_with_nbest_scores(folder, translate_script, monkeypatch, capsys):
+def test_translate_stdin_to_stdout_with_nbest_scores(folder, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("hola mundo\r\nbuenos dias\n"))
     argv = ["--model", folder, "--num_beams", "3", "--n_best", "2", "--scores", "--max_new_tokens", "4"]
-    assert translate_script.main(argv) == 0
+    assert cli.translate_main(argv) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert len(lines) == 2 * 2
@@ -57,27 +45,27 @@ def test_translate_stdin_to_stdout_with_nbest_scores(folder, translate_script, m
     assert "sent/s" not in captured.err and "2/2" not in captured.err  # no translation progress bar for stdin
 
 
-def test_translate_plain_stdin(folder, translate_script, monkeypatch, capsys):
+def test_translate_plain_stdin(folder, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("hola mundo\nel gato negro\n\n"))
-    assert translate_script.main(["--model", folder, "--num_beams", "1"]) == 0
+    assert cli.translate_main(["--model", folder, "--num_beams", "1"]) == 0
     assert len(capsys.readouterr().out.split("\n")) == 3 + 1
 
 
-def test_translate_reports_bad_input(folder, translate_script, tmp_path, capsys):
+def test_translate_reports_bad_input(folder, tmp_path, capsys):
     source = tmp_path / "latin1.txt"
     source.write_bytes("hola\nadiós\n".encode("latin-1"))
-    assert translate_script.main(["--model", folder, "--input", str(source)]) == 2
+    assert cli.translate_main(["--model", folder, "--input", str(source)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "line 2" in err and err.count("\n") == 1
 
-    assert translate_script.main(["--model", str(tmp_path / "missing"), "--input", str(source)]) == 2
+    assert cli.translate_main(["--model", str(tmp_path / "missing"), "--input", str(source)]) == 2
     assert "line 2" in capsys.readouterr().err  # input is checked before the model is loaded
 
     source.write_text("hola\n", encoding="utf-8")
-    assert translate_script.main(["--model", str(tmp_path / "missing"), "--input", str(source)]) == 2
+    assert cli.translate_main(["--model", str(tmp_path / "missing"), "--input", str(source)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: No model folder") and err.count("\n") == 1
-    assert translate_script.main(["--model", folder, "--input", str(source), "--top_k", "3"]) == 2
+    assert cli.translate_main(["--model", folder, "--input", str(source), "--top_k", "3"]) == 2
     assert "do_sample" in capsys.readouterr().err
 
 
@@ -89,7 +77,7 @@ def test_evaluate_translation_prints_bleu_and_chrf(folder, tmp_path, capsys):
         "--model", folder, "--test_file", str(test_file), "--source_column", "src", "--target_column", "tgt",
         "--num_beams", "2", "--predictions_file", str(predictions), "--no_progress",
     ]  # fmt: skip
-    assert load_script("evaluate").main(argv) == 0
+    assert cli.evaluate_main(argv) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert {"bleu", "chrf"} <= metrics.keys()
     assert metrics["num_examples"] == len(PAIRS)
@@ -102,21 +90,21 @@ def test_evaluate_g2p_groups_alternatives(folder, tmp_path, capsys):
     test_file.write_text("\n".join(rows) + "\n", encoding="utf-8")
     predictions = tmp_path / "predictions.jsonl"
     argv = ["--model", folder, "--test_file", str(test_file), "--task", "g2p", "--num_beams", "1"]
-    assert load_script("evaluate").main([*argv, "--predictions_file", str(predictions), "--no_progress"]) == 0
+    assert cli.evaluate_main([*argv, "--predictions_file", str(predictions), "--no_progress"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert {"exact_match", "wer", "per"} <= metrics.keys()
     assert metrics["num_examples"] == 2
     records = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
     assert [record["references"] for record in records] == [["K AE1 T", "K AH0 T"], ["K AE1 T"]]
 
-    assert load_script("evaluate").main([*argv, "--source_column", "word"]) == 2
+    assert cli.evaluate_main([*argv, "--source_column", "word"]) == 2
     assert "no column 'word'" in capsys.readouterr().err
 
 
 def test_plot_attention_writes_png(folder, tmp_path, capsys):
     output = tmp_path / "plots" / "attention.png"
     argv = ["--model", folder, "--source", "el gato negro", "--output", str(output), "--max_new_tokens", "5"]
-    assert load_script("plot_attention").main(argv) == 0
+    assert cli.plot_main(argv) == 0
     assert output.read_bytes().startswith(PNG_SIGNATURE)
     assert "1-head attention" in capsys.readouterr().out
 
@@ -125,6 +113,42 @@ def test_plot_attention_one_panel_per_head(tmp_path, capsys):
     folder = save_tiny_model(tmp_path / "heads", num_attention_heads=2, attention_size=8)
     output = tmp_path / "heads.png"
     argv = ["--model", folder, "--source", "hola mundo", "--output", str(output), "--max_new_tokens", "3"]
-    assert load_script("plot_attention").main(argv) == 0
+    assert cli.plot_main(argv) == 0
     assert output.read_bytes().startswith(PNG_SIGNATURE)
     assert "2-head attention" in capsys.readouterr().out
+
+
+def test_console_script_lists_every_command_and_each_has_help():
+    result = subprocess.run(["seq2seq-attn", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for name in cli.COMMANDS:
+        assert f"  {name} " in result.stdout, name
+    for name in ("translate", "evaluate", "plot", "recipes"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([name, "--help"])
+        assert exit_info.value.code == 0
+
+
+def test_unknown_command_is_one_error_line(capsys):
+    assert cli.main(["trian"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown command 'trian'")
+
+
+def test_scripts_are_shims_of_the_command_line():
+    """Issue 9: the library holds the logic; a script is a few lines calling `seq2seq-attn`."""
+    from pathlib import Path
+
+    for script in (Path(__file__).resolve().parents[1] / "scripts").glob("*.py"):
+        text = script.read_text()
+        assert len(text.splitlines()) <= 60, script.name
+        assert "sys.path" not in text, script.name
+
+
+def test_recipes_command_lists_and_prints(capsys):
+    assert cli.main(["recipes"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("demo", "bible", "g2p", "g2p-stress"):
+        assert name in listed
+    assert cli.main(["recipes", "--show", "demo"]) == 0
+    assert "max_train_minutes: 6" in capsys.readouterr().out
+    assert cli.main(["recipes", "--show", "nope"]) == 2

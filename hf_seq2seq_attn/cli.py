@@ -1,0 +1,345 @@
+"""The `seq2seq-attn` command: one entry point, a subcommand per job.
+
+    seq2seq-attn train --recipe demo                  # train, test, save, plot (see `train --help`)
+    seq2seq-attn recipes [--show NAME]                # the shipped recipes; copy one, edit it, pass its path
+    echo "Y dijo Dios" | seq2seq-attn translate --model outputs/demo
+    seq2seq-attn evaluate --model outputs/demo --test_file test.jsonl
+    seq2seq-attn plot --model outputs/demo --source "Sea la luz." --output light.png
+    seq2seq-attn benchmark --quick
+
+Each subcommand is a `main(argv) -> int` function in the module that owns the job (`COMMANDS`); this file
+parses the options of the small inference commands (translate, evaluate, plot, recipes) and nothing more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+# name -> ("module:function", one-line help). Modules are imported only when their command runs, so
+# `seq2seq-attn translate` does not pay for the trainer, and optional extras are needed only by their command.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train:main", "train a model from a recipe and/or options, then test, save and plot it"),
+    "recipes": ("cli:recipes_main", "list the shipped recipes or print one (to copy and edit)"),
+    "translate": ("cli:translate_main", "translate sentences, one per line"),
+    "evaluate": ("cli:evaluate_main", "score a model on a test file (BLEU/chrF, or WER/PER for G2P)"),
+    "plot": ("cli:plot_main", "draw the attention of one translation as a heat-map"),
+    "benchmark": ("benchmark:main", "time training and generation, with ratios measured in the same run"),
+    "export": ("onnx_export:main", "export to ONNX Runtime graphs, optionally int8 ([onnx] extra)"),
+    "average": ("averaging:main", "average checkpoints into one model folder"),
+    "g2p": ("g2p:main", "pronounce words: lexicon first, the model for the rest, n-best with probabilities"),
+    "explore": ("explorer:main", "open the interactive attention explorer in the browser ([app] extra)"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "usage: seq2seq-attn COMMAND [options]   (seq2seq-attn COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch `seq2seq-attn COMMAND ...` to the command's `main`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, function_name = COMMANDS[name][0].split(":")
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    return int(getattr(module, function_name)(rest))
+
+
+def _parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"seq2seq-attn {prog}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _fail(error: Exception) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
+# --------------------------------------------------------------------------------------------
+# Options shared by the inference commands
+# --------------------------------------------------------------------------------------------
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--model`, `--device` and `--backend`: which model runs, where, and on what."""
+    parser.add_argument("--model", required=True, help="model folder (save_pretrained, or `export` output) or cached Hub id")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (pytorch backend)")
+    parser.add_argument(
+        "--backend",
+        choices=("pytorch", "onnx"),
+        default="pytorch",
+        help="pytorch (a saved model folder) or onnx (a folder written by `seq2seq-attn export`, [onnx] extra)",
+    )
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser, num_beams: int = 5) -> None:
+    """Add the decoding options of [`inference.translate`] to a command's parser."""
+    group = parser.add_argument_group("generation")
+    group.add_argument("--batch_size", type=int, default=32, help="sentences per generate() call")
+    group.add_argument("--num_beams", type=int, default=num_beams, help="beam width (1 = greedy)")
+    group.add_argument("--length_penalty", type=float, default=1.0, help="beam score = log p / length**this")
+    group.add_argument("--n_best", type=int, default=1, help="hypotheses per sentence (<= num_beams unless sampling)")
+    group.add_argument("--do_sample", action="store_true", help="sample instead of searching")
+    group.add_argument("--top_k", type=int, default=None, help="sample from the k most likely tokens")
+    group.add_argument("--top_p", type=float, default=None, help="nucleus sampling threshold")
+    group.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    group.add_argument("--max_new_tokens", type=int, default=None, help="output length limit (default: 2 * source tokens + 10)")
+
+
+def generation_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Map the options of [`add_generation_arguments`] to [`inference.translate`] keyword arguments."""
+    return {
+        "batch_size": args.batch_size,
+        "num_beams": args.num_beams,
+        "length_penalty": args.length_penalty,
+        "num_return_sequences": args.n_best,
+        "do_sample": args.do_sample,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+    }
+
+
+def load_for_inference(args: argparse.Namespace):
+    """`(model, tokenizer)` for `--model` on `--backend`."""
+    if args.backend == "onnx":
+        from .modeling_ort import load_onnx_model_and_tokenizer
+
+        return load_onnx_model_and_tokenizer(args.model)
+    from .inference import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(args.model, device=args.device)
+
+
+# --------------------------------------------------------------------------------------------
+# translate
+# --------------------------------------------------------------------------------------------
+TRANSLATE_DOC = """Translate sentences (one per line) with a saved model.
+
+    seq2seq-attn translate --model outputs/demo --input test.src --output test.hyp --num_beams 5
+    echo "hola mundo" | seq2seq-attn translate --model outputs/demo --n_best 3 --scores
+
+Writes one line per input sentence, or `--n_best` consecutive lines per sentence (best first); with
+`--scores` each line is `score<TAB>text`. A progress bar goes to stderr when reading a file.
+"""
+
+
+def read_sentences(path: str | None) -> list[str]:
+    """One sentence per line of `path` (stdin when None); a non-UTF-8 line is reported by number."""
+    from .data import utf8_lines
+
+    if path is None:
+        name, raw = "stdin", getattr(sys.stdin, "buffer", sys.stdin).readlines()  # bytes when possible
+    else:
+        with open(path, "rb") as handle:
+            name, raw = path, handle.readlines()
+    lines = raw if raw and isinstance(raw[0], str) else [text for _, text in utf8_lines(raw, name)]
+    sentences = [line.rstrip("\r\n") for line in lines]
+    if sentences and sentences[0].startswith("\ufeff"):  # a byte-order mark is not part of the text
+        sentences[0] = sentences[0][1:]
+    return sentences
+
+
+def format_lines(results: list, scores: bool) -> list[str]:
+    """Output lines for [`inference.translate`] results: text, or `score<TAB>text` with `scores`."""
+    lines = []
+    for result in results:
+        for hypothesis in result if isinstance(result, list) else [result]:
+            if scores:
+                text, score = hypothesis
+                lines.append(f"{score:.4f}\t{text}")
+            else:
+                lines.append(hypothesis)
+    return lines
+
+
+def translate_main(argv: list[str] | None = None) -> int:
+    parser = _parser("translate", TRANSLATE_DOC)
+    add_model_arguments(parser)
+    parser.add_argument("--input", default=None, help="UTF-8 file, one sentence per line (default: stdin)")
+    parser.add_argument("--output", default=None, help="where to write translations (default: stdout)")
+    parser.add_argument("--scores", action="store_true", help="prefix each line with its score and a tab")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_generation_arguments(parser)
+    args = parser.parse_args(argv)
+    from .inference import translate
+
+    try:
+        sentences = read_sentences(args.input)
+        model, tokenizer = load_for_inference(args)
+        results = translate(
+            model,
+            tokenizer,
+            sentences,
+            return_scores=args.scores,
+            progress=args.input is not None and not args.no_progress,
+            **generation_kwargs_from_args(args),
+        )
+        text = "".join(line + "\n" for line in format_lines(results, args.scores))
+        if args.output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+    except (OSError, ValueError, ImportError) as error:
+        return _fail(error)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------
+EVALUATE_DOC = """Score a saved model on a test file and print the metrics as JSON.
+
+    seq2seq-attn evaluate --model outputs/demo --test_file test.jsonl --num_beams 5
+    seq2seq-attn evaluate --model outputs/g2p --test_file g2p_test.tsv --task g2p --predictions_file p.jsonl
+
+`--task translation`: corpus BLEU and chrF (sacrebleu defaults), one reference per row.
+`--task g2p` (also for character tasks such as copy / reverse): rows with the same source are one item
+whose targets are all accepted; reports WER (% items matching no accepted target), PER (symbol error
+rate against the closest one) and exact match, as training does.
+The test file is JSON lines, CSV or TSV with a header row (optionally .gz), chosen by extension.
+"""
+
+
+def write_predictions(path: str, sources: list[str], predictions: list[str], references: list[list[str]]) -> None:
+    """JSON lines `{"source", "prediction", "references"}` for `.jsonl`, else one prediction per line."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for source, prediction, options in zip(sources, predictions, references, strict=True):
+            if path.endswith(".jsonl"):
+                record = {"source": source, "prediction": prediction, "references": options}
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            else:
+                handle.write(prediction + "\n")
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    from .data import BAD_ROW_POLICIES, group_references, read_parallel
+    from .metrics import TASKS, task_metrics
+
+    parser = _parser("evaluate", EVALUATE_DOC)
+    add_model_arguments(parser)
+    parser.add_argument("--test_file", required=True, help="test set: .jsonl, .csv or .tsv with a header")
+    parser.add_argument("--source_column", default="source")
+    parser.add_argument("--target_column", default="target")
+    parser.add_argument("--source_lang", default=None, help="for nested columns such as translation.es")
+    parser.add_argument("--target_lang", default=None, help="for nested columns such as translation.en")
+    parser.add_argument("--bad_rows", choices=BAD_ROW_POLICIES, default="error", help="rows with empty text")
+    parser.add_argument("--task", choices=TASKS, default="translation")
+    parser.add_argument("--predictions_file", default=None, help="also write predictions (.jsonl: with sources)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_generation_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.n_best != 1:
+        return _fail(ValueError("--n_best must be 1 when evaluating (one prediction per source)."))
+    from .inference import translate
+
+    try:
+        data = read_parallel(
+            args.test_file,
+            args.source_column,
+            args.target_column,
+            source_lang=args.source_lang,
+            target_lang=args.target_lang,
+            bad_rows=args.bad_rows,
+        )
+        if args.task == "g2p":
+            sources, references = group_references(data.sources, data.targets)
+        else:
+            sources, references = data.sources, [[target] for target in data.targets]
+        model, tokenizer = load_for_inference(args)
+        predictions = translate(model, tokenizer, sources, progress=not args.no_progress, **generation_kwargs_from_args(args))
+        metrics: dict[str, float] = task_metrics(args.task, predictions, references)
+        metrics["num_examples"] = len(sources)
+        if args.predictions_file is not None:
+            write_predictions(args.predictions_file, sources, predictions, references)
+    except (OSError, ValueError, ImportError) as error:
+        return _fail(error)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# plot
+# --------------------------------------------------------------------------------------------
+PLOT_DOC = """Plot the attention of a saved model while it translates one sentence.
+
+    seq2seq-attn plot --model outputs/demo --source "hola mundo" --output attention.png
+
+Source tokens run across, output tokens down; a multi-head model gets one panel per head.
+"""
+
+
+def plot_main(argv: list[str] | None = None) -> int:
+    parser = _parser("plot", PLOT_DOC)
+    parser.add_argument("--model", required=True, help="model folder (save_pretrained) or cached Hub id")
+    parser.add_argument("--source", required=True, help="the sentence to translate")
+    parser.add_argument("--output", default="attention.png", help="image file (format from the extension)")
+    parser.add_argument("--num_beams", type=int, default=1, help="beam width of the translation shown")
+    parser.add_argument("--max_new_tokens", type=int, default=None, help="default: 2 * source tokens + 10")
+    parser.add_argument("--title", default=None, help="figure title (default: the translation)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
+    args = parser.parse_args(argv)
+    if args.num_beams < 1:
+        return _fail(ValueError(f"--num_beams must be >= 1, got {args.num_beams}."))
+    from .inference import attention_for, load_model_and_tokenizer
+    from .plotting import plot_attention
+
+    try:
+        model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
+        weights, source_tokens, output_tokens = attention_for(
+            model, tokenizer, args.source, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams
+        )
+        title = args.title
+        if title is None:
+            special = set(tokenizer.all_special_tokens)
+            title = tokenizer.convert_tokens_to_string([token for token in output_tokens if token not in special])
+        plot_attention(weights, source_tokens, output_tokens, path=args.output, title=title)
+    except (OSError, ValueError) as error:
+        return _fail(error)
+    print(f"Saved {weights.shape[0]}-head attention ({len(output_tokens)} x {len(source_tokens)}) to {args.output}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# recipes
+# --------------------------------------------------------------------------------------------
+RECIPES_DOC = """List the recipes shipped with the package, or print one to copy and edit.
+
+    seq2seq-attn recipes
+    seq2seq-attn recipes --show bible > my_recipe.yaml      # edit it, then:
+    seq2seq-attn train --recipe my_recipe.yaml --learning_rate 0.001   # flags override the file
+"""
+
+
+def recipes_main(argv: list[str] | None = None) -> int:
+    from .arguments import recipe_names, recipe_path
+    from .data import DataError
+
+    parser = _parser("recipes", RECIPES_DOC)
+    parser.add_argument("--show", default=None, metavar="NAME", help="print this recipe's file")
+    args = parser.parse_args(argv)
+    if args.show is None:
+        for name in recipe_names():
+            first = recipe_path(name).read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+            print(f"{name:<12} {first}")
+        return 0
+    try:
+        print(recipe_path(args.show).read_text(encoding="utf-8"), end="")
+    except DataError as error:
+        return _fail(error)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,315 @@
+"""`seq2seq-attn train`: train with `Seq2SeqTrainer`, then test, save, document and plot the model.
+
+    seq2seq-attn train --recipe demo                       # the bundled demo, ~10 minutes on 2 CPU cores
+    seq2seq-attn train --recipe bible --output_dir outputs/bible
+    seq2seq-attn train --train_file train.jsonl --validation_file dev.jsonl --test_file test.jsonl \\
+        --output_dir outputs/mine --tokenizer_kind bpe --max_train_minutes 30
+
+Every `Seq2SeqAttnConfig` field and every `Seq2SeqTrainingArguments` flag is an option (`--help`); a
+recipe file (`--recipe NAME|FILE.yaml`) sets many at once, and flags override it.
+
+The path of a run: options ([`parse_train_args`]) -> splits ([`load_splits`]) -> tokenizer -> model ->
+[`Seq2SeqAttnTrainer`] -> [`finish`]: save the model folder, score the test split, plot attention, write
+the model card, push.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    DataCollatorForSeq2Seq,
+    EarlyStoppingCallback,
+    Seq2SeqTrainingArguments,
+    set_seed,
+)
+
+from .arguments import DataArguments, parse_train_args
+from .configuration_seq2seq_attn import Seq2SeqAttnConfig
+from .data import DataError, Splits, load_splits, tokenize_pairs
+from .hub import push_folder, render_model_card
+from .metrics import task_metrics
+from .modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
+from .tokenization_seq2seq_attn import check_tokenizer_matches_config, load_tokenizer, train_tokenizer
+from .training import (
+    NonFiniteLossError,
+    Seq2SeqAttnTrainer,
+    TimeBudget,
+    check_output_dir,
+    last_complete_checkpoint,
+    metrics_function,
+    model_bytes,
+)
+
+logger = logging.getLogger(__name__)
+CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+
+
+def build_tokenizer(data: DataArguments, splits: Splits, args: Seq2SeqTrainingArguments, resuming: bool):
+    """Load, or train on the training split (main process first; the others load its result)."""
+    saved = os.path.join(args.output_dir, "tokenizer.json")
+    with args.main_process_first(local=False, desc="tokenizer"):
+        if data.tokenizer_name:
+            return load_tokenizer(data.tokenizer_name)
+        if os.path.exists(saved) and (resuming or not args.should_save):
+            return load_tokenizer(args.output_dir)
+        tokenizer = train_tokenizer(
+            [*splits.train.sources, *splits.train.targets],
+            kind=data.tokenizer_kind,
+            vocab_size=data.tokenizer_vocab_size,
+            model_max_length=max(data.max_source_length, data.max_target_length),
+        )
+        if args.should_save:
+            tokenizer.save_pretrained(args.output_dir)
+        return tokenizer
+
+
+def build_model(model_args: Any, tokenizer) -> Seq2SeqAttnForConditionalGeneration:
+    """A fresh model whose vocabulary and special tokens come from the tokenizer."""
+    config = Seq2SeqAttnConfig(
+        **dataclasses.asdict(model_args),
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,
+    )
+    check_tokenizer_matches_config(tokenizer, config)
+    return Seq2SeqAttnForConditionalGeneration(config)
+
+
+def set_generation_defaults(model, data: DataArguments, tokenizer) -> None:
+    """The decoding the saved model uses by default: the test's beam and lengths, the tokenizer's ids."""
+    gen = model.generation_config
+    gen.num_beams = data.test_num_beams
+    gen.length_penalty = data.length_penalty
+    gen.max_new_tokens = data.max_target_length
+    gen.max_length = None
+    gen.early_stopping = True
+    gen.decoder_start_token_id = tokenizer.bos_token_id
+    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+
+
+def _resume_checkpoint(args: Seq2SeqTrainingArguments) -> str | None:
+    """`--resume_from_checkpoint True|last` -> the newest complete checkpoint; a path stays a path."""
+    resume = args.resume_from_checkpoint
+    if resume in ("True", "true", "last"):
+        resume = last_complete_checkpoint(args.output_dir)
+        if resume is None:
+            raise DataError(f"--resume_from_checkpoint: no checkpoint-* folder in {args.output_dir!r} to resume from.")
+    return resume
+
+
+def run(argv: list[str]) -> int:
+    """Parse the options and train; returns the exit code."""
+    model_args, data, args = parse_train_args(argv)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if args.should_log else logging.WARNING,
+    )
+    set_seed(args.seed)
+    resume = _resume_checkpoint(args)
+    splits = load_splits(
+        data.dataset_name,
+        data.train_file,
+        data.validation_file,
+        data.test_file,
+        dataset_config_name=data.dataset_config_name,
+        source_column=data.source_column,
+        target_column=data.target_column,
+        source_lang=data.source_lang,
+        target_lang=data.target_lang,
+        bad_rows=data.bad_rows,
+    )
+    splits.limit(data.max_train_samples, data.max_eval_samples, data.max_test_samples)
+    if args.eval_strategy != "no" and splits.validation is None:
+        raise DataError("Evaluation during training needs --validation_file (or pass --eval_strategy no).")
+    if args.should_save:
+        os.makedirs(args.output_dir, exist_ok=True)
+    tokenizer = build_tokenizer(data, splits, args, resuming=resume is not None)
+    model = build_model(model_args, tokenizer)
+    set_generation_defaults(model, data, tokenizer)
+    if args.should_save:
+        check_output_dir(args.output_dir, needed_bytes=3 * model_bytes(model) * (2 + (args.save_total_limit or 3)))
+    logger.info("Model: %s parameters; %d training pairs", f"{model.num_parameters():,}", len(splits.train))
+
+    args.predict_with_generate = True
+    args.generation_num_beams = args.generation_num_beams or 1
+    args.generation_max_length = data.max_target_length
+    args.remove_unused_columns = False
+    push_at_end, args.push_to_hub = args.push_to_hub, False  # we push the finished folder ourselves, once
+    tokenized = {
+        part: tokenize_pairs(pairs, tokenizer, data.max_source_length, data.max_target_length, data.long_rows)
+        for part, pairs in (("train", splits.train), ("validation", splits.validation))
+        if pairs is not None
+    }
+    budget = TimeBudget(data.max_train_minutes) if data.max_train_minutes else None
+    callbacks = [EarlyStoppingCallback(data.early_stopping_patience)] if data.early_stopping_patience else []
+    trainer = Seq2SeqAttnTrainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized.get("validation"),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True),
+        processing_class=tokenizer,
+        compute_metrics=metrics_function(tokenizer, data.task, splits.validation_refs or [])
+        if "validation" in tokenized
+        else None,
+        callbacks=callbacks,
+        time_budget=budget,
+    )
+    started = time.monotonic()
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    outcome = TrainingOutcome(
+        minutes=(time.monotonic() - started) / 60,
+        budget_minutes_used=budget.elapsed_seconds / 60 if budget is not None else None,
+        metrics=dict(train_result.metrics),
+    )
+    if data.average_last_checkpoints:  # every rank: evaluation under DDP needs them all
+        outcome.averaging = _average_last_checkpoints(trainer, data.average_last_checkpoints)
+    if not args.should_save:  # non-main DDP ranks are done
+        return 0
+    finish(trainer, data, splits, tokenizer, outcome, push_at_end)
+    return 0
+
+
+@dataclass
+class TrainingOutcome:
+    """What `train()` reported, for `results.json` and the model card."""
+
+    minutes: float  # wall-clock minutes of this process's `train()` call
+    budget_minutes_used: float | None  # the time budget's clock: all runs of a resumed training together
+    metrics: dict[str, Any]
+    averaging: dict[str, Any] | None = None
+
+
+def _average_last_checkpoints(trainer: Seq2SeqAttnTrainer, count: int) -> dict[str, Any] | None:
+    """Average the last `count` checkpoints; keep the average only if validation says it is no worse."""
+    try:
+        from .averaging import average_and_keep_best
+    except ImportError:  # pragma: no cover - the module ships with the package
+        logger.warning("Checkpoint averaging is not available in this installation; keeping the trained model.")
+        return None
+    return average_and_keep_best(trainer, count)
+
+
+def finish(trainer: Seq2SeqAttnTrainer, data: DataArguments, splits: Splits, tokenizer, outcome: TrainingOutcome, push: bool) -> None:
+    """Save everything, score the test split, draw attention, write the model card, push."""
+    from .inference import attention_for, translate
+    from .pipeline_seq2seq_attn import add_pipeline_to_folder
+    from .plotting import plot_attention
+
+    args = trainer.args
+    model = trainer.model.eval()
+    output_dir = args.output_dir
+    set_generation_defaults(model, data, tokenizer)  # Seq2SeqTrainer writes its eval lengths into it
+    trainer.save_model(output_dir)  # weights, config, code, and (as processing_class) the tokenizer
+    add_pipeline_to_folder(output_dir)
+    trainer.save_state()  # trainer_state.json: the log history (learning rate, loss, budget used per step)
+    results: dict[str, Any] = {
+        "train_minutes": round(outcome.minutes, 2),
+        "world_size": args.world_size,
+        **outcome.metrics,
+    }
+    if outcome.budget_minutes_used is not None:
+        results["budget_minutes_used"] = round(outcome.budget_minutes_used, 3)
+    if outcome.averaging is not None:
+        results["checkpoint_averaging"] = outcome.averaging
+    test_metrics: dict[str, float] = {}
+    samples: list[tuple[str, str, str]] = []
+    if splits.test is not None and splits.test_refs is not None:
+        predictions = translate(
+            model,
+            tokenizer,
+            splits.test.sources,
+            batch_size=args.per_device_eval_batch_size,
+            num_beams=data.test_num_beams,
+            length_penalty=data.length_penalty,
+            max_new_tokens=data.max_target_length,
+            progress=True,
+        )
+        test_metrics = task_metrics(data.task, predictions, splits.test_refs)
+        results.update({f"test_{k}": round(v, 2) for k, v in test_metrics.items()})
+        samples = list(zip(splits.test.sources, splits.test.targets, predictions, strict=True))[: data.num_samples_to_print]
+        with open(os.path.join(output_dir, "test_predictions.txt"), "w", encoding="utf-8") as handle:
+            handle.writelines(p + "\n" for p in predictions)
+    examples = (splits.validation or splits.test or splits.train).sources[: data.num_attention_plots]
+    for i, source in enumerate(examples):
+        weights, source_tokens, output_tokens = attention_for(model, tokenizer, source, max_new_tokens=data.max_target_length)
+        path = os.path.join(output_dir, f"attention_{i}.png")
+        plot_attention(weights, source_tokens, output_tokens, path=path, title=f"example {i}")
+    with open(os.path.join(output_dir, "results.json"), "w") as handle:
+        json.dump(results, handle, indent=2)
+    repo_id = args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    _write_model_card(trainer, data, splits, tokenizer, outcome, test_metrics, examples, repo_id if push else output_dir)
+    print(f"\n== {splits.name}: trained {trainer.state.global_step} steps in {outcome.minutes:.1f} min ==")
+    for name, value in test_metrics.items():
+        print(f"test {name}: {value:.2f}")
+    for source, reference, prediction in samples:
+        print(f"\nsource:     {source}\nreference:  {reference}\nprediction: {prediction}")
+    print(f"\nSaved model, tokenizer, model card and attention plots to {output_dir}")
+    if push:
+        push_folder(output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo)
+        print(f"Pushed to https://huggingface.co/{repo_id}")
+
+
+def _write_model_card(trainer, data: DataArguments, splits: Splits, tokenizer, outcome: TrainingOutcome,
+                      test_metrics: dict[str, float], examples: list[str], model_id: str) -> None:  # fmt: skip
+    """Render `README.md` into the output folder; `model_id` is the Hub id when pushed, else the folder."""
+    args, model = trainer.args, trainer.model
+    names = ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "label_smoothing_factor",
+             "weight_decay", "max_grad_norm", "seed")  # fmt: skip
+    hyper: dict[str, object] = {name: getattr(args, name) for name in names}
+    hyper.update(
+        max_train_minutes=data.max_train_minutes,
+        tokenizer=f"{data.tokenizer_kind} {len(tokenizer)}",
+        steps=trainer.state.global_step,
+    )
+    if outcome.averaging is not None:
+        hyper["checkpoint_averaging"] = outcome.averaging.get("kept", "")
+    hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU x{torch.get_num_threads()} threads"
+    render_model_card(
+        args.output_dir,
+        str(CARD_TEMPLATE),
+        config=model.config,
+        test_metrics=test_metrics,
+        hyperparameters=hyper,
+        dataset_name=splits.name,
+        source_lang=splits.source_lang,
+        target_lang=splits.target_lang,
+        task=data.task,
+        repo_id=model_id,
+        example_source=examples[0] if examples else "",
+        generation={"num_beams": data.test_num_beams, "length_penalty": data.length_penalty},
+        num_train_examples=len(splits.train),
+        max_source_length=data.max_source_length,
+        train_minutes=outcome.budget_minutes_used or outcome.minutes,
+        hardware=hardware,
+        num_parameters=model.num_parameters(),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `seq2seq-attn train`: user mistakes become one `error:` line and exit code 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(argv)
+    except (DataError, NonFiniteLossError, ValueError) as error:  # ValueError: config validation and the like
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: resume with --resume_from_checkpoint True (checkpoints are in --output_dir)", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_model", "build_tokenizer", "finish", "main", "run", "set_generation_defaults"]
