@@ -218,9 +218,11 @@ def test_forward_flops_equal_torch_flop_counter(variant):
     """Exact: both count the same matmuls in integers (see `torch_flops` for the oneDNN switch)."""
     config = variant_config(*variant)
     model = Seq2SeqAttnForConditionalGeneration(config).eval()
+    target_vocab = config.vocab_size if variant[-1] else 19  # tied, or untied with its own vocabulary
+    assert model.lm_head.out_features == target_vocab
     batch, src_len, tgt_len = 2, 5, 3
     input_ids = torch.randint(4, config.vocab_size, (batch, src_len))
-    labels = torch.randint(4, 19 if config.decoder_vocab_size else config.vocab_size, (batch, tgt_len))
+    labels = torch.randint(4, target_vocab, (batch, tgt_len))
     assert torch_flops(model, input_ids, labels) == forward_flops(config, batch, src_len, tgt_len)
 
 
