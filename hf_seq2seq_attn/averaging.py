@@ -33,7 +33,7 @@ import re
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -346,6 +346,10 @@ class AveragingOutcome:
     averaged: float | None
     checkpoints: list[str] = field(default_factory=list)
     greater_is_better: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (for `results.json` or a model card)."""
+        return asdict(self)
 
 
 def _metric_key(args: Any) -> tuple[str, bool]:

@@ -241,6 +241,7 @@ def test_average_and_keep_best_after_training(tmp_path):
 
     outcome = average_and_keep_best(trainer, 3)  # eval_loss, lower is better
     assert outcome.metric == "eval_loss" and not outcome.greater_is_better
+    assert json.loads(json.dumps(outcome.to_dict()))["kept"] == outcome.kept
     assert outcome.current != outcome.averaged
     assert outcome.kept == ("averaged" if outcome.averaged <= outcome.current else "current")
     kept_score = outcome.averaged if outcome.kept == "averaged" else outcome.current
