@@ -300,7 +300,8 @@ class AdditiveAttention(Seq2SeqAttnAttention):
         return width
 
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        features = torch.tanh(query.unsqueeze(3) + keys.unsqueeze(2))  # (B, N, T, S, D)
+        # In place: the (B, N, T, S, D) sum is a temporary, and the largest tensor of a decoding step.
+        features = torch.tanh_(query.unsqueeze(3) + keys.unsqueeze(2))  # (B, N, T, S, D)
         return torch.einsum("bntsd,nd->bnts", features, self.energy)  # (B, N, T, S)
 
 
@@ -778,12 +779,13 @@ class Seq2SeqAttnDecoder(nn.Module):
             if self.style == "bahdanau":
                 if fuse_query:
                     projected = F.linear(hidden[-1], fused_weight, fused_bias)  # (B, G + A)
-                    top_gates_h, query = projected[:, :gates], projected[:, gates:]
+                    # split, not two slices: its backward is one cat instead of two zero-filled copies
+                    top_gates_h, query = projected.split([gates, projected.shape[1] - gates], dim=1)
                     query = attention._split_heads(query.unsqueeze(1))  # (B, N, 1, D)
                 else:
                     query = attention.project_query(hidden[-1].unsqueeze(1))  # (B, N, 1, D)
                 context, weights = attention.attend(query, cache.keys, cache.values, cache.mask)  # (B, 1, K)
-                gates_x = gates_emb_steps[t] + F.linear(context[:, 0], weight_ctx)  # (B, G)
+                gates_x = gates_emb_steps[t] + F.linear(context.squeeze(1), weight_ctx)  # (B, G)
             else:
                 gates_x = gates_emb_steps[t] + F.linear(feed, weight_ctx)  # (B, G)
             for layer in layers:
@@ -799,7 +801,9 @@ class Seq2SeqAttnDecoder(nn.Module):
                 )
             if self.style == "luong":
                 context, weights = attention(hidden[-1].unsqueeze(1), cache.keys, cache.values, cache.mask)
-                feed = torch.tanh(self.readout(torch.cat([context[:, 0], hidden[-1]], dim=-1)))  # (B, E) ~h_t
+                feed = torch.tanh(
+                    self.readout(torch.cat([context.squeeze(1), hidden[-1]], dim=-1))
+                )  # (B, E) ~h_t
                 outputs.append(feed)
             else:
                 outputs.append(hidden[-1])
