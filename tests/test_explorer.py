@@ -206,15 +206,19 @@ class _TableParser(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.columns, self.rows, self.cells = [], [], []
+        self.columns, self.rows, self.cells = [], [], []  # cells: (row, column, attributes)
         self._label = None
+        self._column = 0
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
         if tag == "th" and attributes.get("class") in ("s2sa-src", "s2sa-tgt"):
             self._label = attributes["class"]
+        elif tag == "tr":
+            self._column = 0
         elif tag == "td":
-            self.cells.append(attributes)
+            self.cells.append((len(self.rows) - 1, self._column, attributes))
+            self._column += 1
 
     def handle_data(self, data):
         if self._label == "s2sa-src":
@@ -235,9 +239,9 @@ def test_heatmap_html_rows_are_output_tokens_and_cells_carry_weights():
     assert parser.columns == exploration.source_tokens  # `</s>` unescaped back by the parser
     T, S = matrix.shape
     assert len(parser.cells) == T * S
-    for cell in parser.cells:
-        t, s = int(cell["data-row"]), int(cell["data-col"])
-        assert float(cell["data-weight"]) == pytest.approx(matrix[t, s], abs=1e-6)
+    assert [(t, s) for t, s, _ in parser.cells] == [(t, s) for t in range(T) for s in range(S)]
+    for t, s, cell in parser.cells:
+        assert cell["style"] == f"--w:{matrix[t, s]:.3f}"  # the colour's weight
         assert (
             cell["data-tip"] == f"{hypothesis.tokens[t]} ← {exploration.source_tokens[s]}: {matrix[t, s]:.3f}"
         )

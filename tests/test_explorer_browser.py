@@ -125,7 +125,7 @@ def heatmap(driver, column: int) -> dict:
         return {
           rows: [...table.querySelectorAll('th.s2sa-tgt')].map(e => e.textContent),
           cols: [...table.querySelectorAll('th.s2sa-src')].map(e => e.textContent),
-          cells: table.querySelectorAll('td.s2sa-cell').length,
+          cells: table.querySelectorAll('tbody td').length,
           caption: table.caption ? table.caption.textContent : '',
         };""",
         f"#s2sa-heatmap-{column}",
@@ -208,7 +208,7 @@ def test_explorer_in_a_real_browser(two_models, tmp_path):
         driver.save_screenshot(str(tmp_path / "greedy.png"))
 
         # 2. Hovering a cell shows its source token, output token and weight.
-        cell = css(driver, "#s2sa-heatmap-0 td.s2sa-cell[data-row='1'][data-col='2']")[0]
+        cell = css(driver, "#s2sa-heatmap-0 tbody tr:nth-child(2) td:nth-of-type(3)")[0]  # row 1, column 2
         tip = "return getComputedStyle(arguments[0], '::after').getPropertyValue('content')"
         ActionChains(driver).move_to_element(css(driver, "#s2sa-source textarea")[0]).perform()
         assert driver.execute_script(tip, cell) in ("none", "normal", "")  # hidden until hovered
@@ -218,7 +218,7 @@ def test_explorer_in_a_real_browser(two_models, tmp_path):
         )
         shown_tip = driver.execute_script(tip, cell)
         rows, cols = heatmap(driver, 0)["rows"], heatmap(driver, 0)["cols"]
-        weight = float(cell.get_attribute("data-weight"))
+        weight = float(cell.get_attribute("style").split("--w:")[1].rstrip(";"))
         assert shown_tip.strip('"') == f"{rows[1]} ← {cols[2]}: {weight:.3f}"
         driver.save_screenshot(str(tmp_path / "hover.png"))
 
