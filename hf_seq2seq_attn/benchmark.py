@@ -1103,7 +1103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def print_header(
-    args: argparse.Namespace, device: torch.device, workload: Workload, archs: list[Arch]
+    args: argparse.Namespace, device: torch.device, workload: Workload, archs: list[Arch], baseline: bool
 ) -> None:
     print(
         f"device={device_name(device)}  torch={torch.__version__}  transformers={transformers.__version__}  "
@@ -1116,7 +1116,8 @@ def print_header(
     )
     for arch in archs:
         print(f"arch     ours      {arch.name:<8} {describe_ours(arch.config())}")
-        print(f"arch     d2l       {arch.name:<8} {describe_baseline(arch.baseline)}")
+        if baseline:
+            print(f"arch     d2l       {arch.name:<8} {describe_baseline(arch.baseline)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1141,8 +1142,8 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(device, 1, 0, workload)
         print(json.dumps(memory_step(bench, next(a for a in archs if a.name == arch_name), kind)))
         return 0
-    print_header(args, device, workload, archs)
     if args.compare_with is not None:
+        print_header(args, torch.device("cpu"), workload, archs[:1], baseline=False)  # what the workers run
         figures = [name for name in COMPARE_FIGURES if name in args.only]
         try:
             for threads in args.threads:
@@ -1151,6 +1152,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
         return 0
+    print_header(args, device, workload, archs, baseline=True)
     print(
         "memory: growth of resident memory over one training step in a fresh process (CPU; "
         "allocator peak on CUDA): gradients + Adam moments (3 x params) + activations"
