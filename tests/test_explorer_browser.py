@@ -18,6 +18,7 @@ import pytest
 from tiny_inference_model import save_tiny_model
 
 pytestmark = pytest.mark.slow
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before anything imports gradio: no phoning home
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
