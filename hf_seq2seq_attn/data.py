@@ -299,12 +299,13 @@ class Splits:
     def limit(self, train: int | None = None, validation: int | None = None, test: int | None = None) -> None:
         """Keep only the first N items of each split (None keeps all)."""
         self.train = _first(self.train, train)
-        self.validation, self.validation_refs = _first(self.validation, validation), _head(self.validation_refs, validation)
-        self.test, self.test_refs = _first(self.test, test), _head(self.test_refs, test)
+        self.validation = _first(self.validation, validation) if self.validation is not None else None
+        self.test = _first(self.test, test) if self.test is not None else None
+        self.validation_refs, self.test_refs = _head(self.validation_refs, validation), _head(self.test_refs, test)
 
 
-def _first(pairs: ParallelData | None, n: int | None) -> ParallelData | None:
-    if pairs is None or n is None:
+def _first(pairs: ParallelData, n: int | None) -> ParallelData:
+    if n is None:
         return pairs
     return ParallelData(pairs.sources[:n], pairs.targets[:n], pairs.path, pairs.skipped)
 
@@ -344,28 +345,25 @@ def load_splits(
     Raises:
         DataError: with the fix, for every problem a user can cause.
     """
-    read = dict(
-        source_column=source_column,
-        target_column=target_column,
-        source_lang=source_lang,
-        target_lang=target_lang,
-        bad_rows=bad_rows,
-    )
+
+    def read(path: str) -> ParallelData:
+        return read_parallel(path, source_column, target_column, source_lang, target_lang, bad_rows)
+
     if dataset_name in ("cmudict", "cmudict:stress"):
         return _cmudict_splits(keep_stress=dataset_name.endswith(":stress"))
     if dataset_name and dataset_name.startswith("bundled:"):
         name = dataset_name.split(":", 1)[1]
         info = bundled_info(name)
-        train, dev, test = (read_parallel(bundled_path(split, name), **read) for split in ("train", "dev", "test"))
+        train, dev, test = (read(bundled_path(split, name)) for split in ("train", "dev", "test"))
         return Splits(train, dev, test, name=name, source_lang=info["source_lang"], target_lang=info["target_lang"])
     if dataset_name:
-        return _hub_splits(dataset_name, dataset_config_name, read)
+        columns = (source_column, target_column, source_lang, target_lang)
+        return _hub_splits(dataset_name, dataset_config_name, columns, bad_rows)
     if not train_file:
         raise DataError("Give --train_file (and --validation_file/--test_file), --dataset_name, or --recipe demo.")
-    train, dev, test = (read_parallel(f, **read) if f else None for f in (train_file, validation_file, test_file))
-    assert train is not None
+    dev, test = (read(f) if f else None for f in (validation_file, test_file))
     return Splits(
-        train, dev, test, name=Path(train_file).stem, source_lang=source_lang or "src", target_lang=target_lang or "tgt"
+        read(train_file), dev, test, name=Path(train_file).stem, source_lang=source_lang or "src", target_lang=target_lang or "tgt"
     )
 
 
@@ -385,7 +383,7 @@ def _cmudict_splits(keep_stress: bool) -> Splits:
     )
 
 
-def _hub_splits(name: str, config_name: str | None, read: dict) -> Splits:
+def _hub_splits(name: str, config_name: str | None, columns: tuple[str, str, str | None, str | None], bad_rows: str) -> Splits:
     """A `datasets` Hub dataset (needs network; fails with a clear message offline)."""
     import datasets
 
@@ -397,7 +395,7 @@ def _hub_splits(name: str, config_name: str | None, read: dict) -> Splits:
     def convert(split: str) -> ParallelData | None:
         if split not in raw:
             return None
-        return pairs_from_records(enumerate(raw[split], start=1), f"{name}:{split}", **read)
+        return pairs_from_records(enumerate(raw[split], start=1), f"{name}:{split}", *columns, bad_rows=bad_rows)
 
     train = convert("train")
     if train is None:
@@ -407,8 +405,8 @@ def _hub_splits(name: str, config_name: str | None, read: dict) -> Splits:
         convert("validation"),
         convert("test"),
         name=name,
-        source_lang=read["source_lang"] or "src",
-        target_lang=read["target_lang"] or "tgt",
+        source_lang=columns[2] or "src",
+        target_lang=columns[3] or "tgt",
     )
 
 

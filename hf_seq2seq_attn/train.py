@@ -200,7 +200,7 @@ def _average_last_checkpoints(trainer: Seq2SeqAttnTrainer, count: int) -> dict[s
     except ImportError:  # pragma: no cover - the module ships with the package
         logger.warning("Checkpoint averaging is not available in this installation; keeping the trained model.")
         return None
-    return average_and_keep_best(trainer, count)
+    return average_and_keep_best(trainer, count).to_dict()
 
 
 def finish(trainer: Seq2SeqAttnTrainer, data: DataArguments, splits: Splits, tokenizer, outcome: TrainingOutcome, push: bool) -> None:
@@ -211,7 +211,7 @@ def finish(trainer: Seq2SeqAttnTrainer, data: DataArguments, splits: Splits, tok
 
     args = trainer.args
     model = trainer.model.eval()
-    output_dir = args.output_dir
+    output_dir = str(args.output_dir)  # set at parse time (recipe, flag or the default)
     set_generation_defaults(model, data, tokenizer)  # Seq2SeqTrainer writes its eval lengths into it
     trainer.save_model(output_dir)  # weights, config, code, and (as processing_class) the tokenizer
     add_pipeline_to_folder(output_dir)
@@ -250,7 +250,7 @@ def finish(trainer: Seq2SeqAttnTrainer, data: DataArguments, splits: Splits, tok
         plot_attention(weights, source_tokens, output_tokens, path=path, title=f"example {i}")
     with open(os.path.join(output_dir, "results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
-    repo_id = args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    repo_id: str = args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
     _write_model_card(trainer, data, splits, tokenizer, outcome, test_metrics, examples, repo_id if push else output_dir)
     print(f"\n== {splits.name}: trained {trainer.state.global_step} steps in {outcome.minutes:.1f} min ==")
     for name, value in test_metrics.items():

@@ -98,9 +98,6 @@ class TimeBudget(TrainerCallback, ExportableState):
             logger.info("Time budget of %.1f minutes reached at step %d: stopping.", self.seconds / 60, state.global_step)
         return control
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and "loss" in logs:  # training logs: record where on the budget's curve we are
-            logs["budget_used"] = round(self.fraction(), 4)
 
 
 class BudgetProgressCallback(ProgressCallback):
@@ -149,6 +146,11 @@ class Seq2SeqAttnTrainer(Seq2SeqTrainer):
         if self.time_budget is not None and not resume_from_checkpoint:
             self.time_budget.restart()
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if self.time_budget is not None and "loss" in logs:  # where on the budget's LR curve this step is
+            logs["budget_used"] = round(self.time_budget.fraction(), 4)
+        super().log(logs, *args, **kwargs)
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.time_budget is None:

@@ -119,7 +119,7 @@ import json, sys, time
 import torch
 from datasets import Dataset
 from safetensors.torch import save_file
-from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
+from transformers import Seq2SeqTrainingArguments
 
 import hf_seq2seq_attn.training as training
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
@@ -127,7 +127,7 @@ from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGenerati
 output = sys.argv[1]
 args = Seq2SeqTrainingArguments(output_dir=output, use_cpu=True, per_device_train_batch_size=4, learning_rate=3e-3,
                                 num_train_epochs=100000, save_strategy="no", report_to="none", disable_tqdm=True,
-                                logging_steps=10, seed=3)
+                                logging_steps=10, seed=3, remove_unused_columns=False)
 rank = args.process_index
 if rank == 1:  # this rank's clock runs 25 s ahead: alone, it would stop early and leave rank 0 blocked
     real = time.monotonic
@@ -138,12 +138,18 @@ torch.manual_seed(0)
 config = Seq2SeqAttnConfig(vocab_size=30, embedding_size=16, encoder_hidden_size=16, decoder_hidden_size=32)
 model = Seq2SeqAttnForConditionalGeneration(config)
 rows = [[4 + (i + k) % 20 for k in range(3 + i % 5)] + [2] for i in range(64)]
-dataset = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows], "labels": rows})
+dataset = Dataset.from_dict({"input_ids": rows})
+
+def collate(batch):  # copy task: right-padded sources, targets = sources
+    width = max(len(row["input_ids"]) for row in batch)
+    ids = torch.tensor([row["input_ids"] + [0] * (width - len(row["input_ids"])) for row in batch])
+    return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": ids.masked_fill(ids == 0, -100)}
+
 budget = training.TimeBudget(minutes=1.0)
 trainer = training.Seq2SeqAttnTrainer(model=model, args=args, train_dataset=dataset, time_budget=budget,
-                                      data_collator=DataCollatorForSeq2Seq(None, model=model, padding=True))
+                                      data_collator=collate)
 trainer.train()
-save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{output}/rank{rank}.safetensors")
+save_file({k: v.detach().clone() for k, v in model.state_dict().items()}, f"{output}/rank{rank}.safetensors")
 lrs = [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e]
 json.dump([trainer.state.global_step, budget.elapsed_seconds, lrs], open(f"{output}/rank{rank}.json", "w"))
 """
