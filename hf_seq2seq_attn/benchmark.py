@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -345,6 +345,22 @@ def time_once(fn: Callable[[], object], sync: Callable[[], None] | None = None) 
     if sync is not None:
         sync()
     return time.perf_counter() - start
+
+
+def time_interleaved(
+    fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int, sync: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """Median seconds of each of `fns`, timed in alternation (one call of each per round, the order
+    reversed every other round) so that drifting machine load hits them alike; `warmup` untimed calls each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            times[name].append(time_once(fns[name], sync))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 @dataclass
@@ -691,42 +707,47 @@ def onnx_available() -> str | None:
     return None
 
 
-def bench_backends(bench: Bench, arch: Arch, threads: int) -> Iterator[tuple[str, dict[str, Any]]]:
+def bench_backends(bench: Bench, arch: Arch, threads: int) -> list[tuple[str, dict[str, Any]]]:
     """Rows `(backend, metrics)`: batch-1 greedy latency, batch-`gen_batch` greedy and beam throughput,
     model file size; ONNX rows add their ratios to the PyTorch row of this run (`x` = times better:
-    PyTorch latency / theirs, their throughput / PyTorch's; `size_ratio` = their size / PyTorch's)."""
+    PyTorch latency / theirs, their throughput / PyTorch's; `size_ratio` = their size / PyTorch's).
+    The backends are timed in alternation, figure by figure (`time_interleaved`)."""
     work = bench.workload
     vocab = arch.config().vocab_size
     sentences = bench.ids(work.sentences, work.src_len, vocab)
     batch = bench.ids(work.gen_batch, work.src_len, vocab)
     tokens = work.gen_batch * work.new_tokens
-
-    def measure(runner: Any, size: float) -> dict[str, Any]:
-        latency = bench.time(one_at_a_time_fn(runner, sentences, work.new_tokens)) / work.sentences
-        greedy = bench.time(generate_fn(runner, batch, work.new_tokens))
-        beam = bench.time(generate_fn(runner, batch, work.new_tokens, work.num_beams))
-        return {
-            "b1_latency_ms": 1e3 * latency,
-            f"b{work.gen_batch}_greedy_tok/s": tokens / greedy,
-            f"b{work.gen_batch}_beam{work.num_beams}_tok/s": tokens / beam,
-            "size_MiB": size,
-        }
-
     note = onnx_available()
     with tempfile.TemporaryDirectory(prefix="seq2seq-attn-bench-") as tmp:
         model = bench.ours(arch).eval()
         model.save_pretrained(Path(tmp) / "pytorch")
-        reference = measure(model, safetensors_mib(Path(tmp) / "pytorch"))
-        yield "pytorch", reference
+        runners: dict[str, tuple[Any, float]] = {"pytorch": (model, safetensors_mib(Path(tmp) / "pytorch"))}
         if note is None:
             try:
                 for backend, runner, size in onnx_runners(model, Path(tmp) / "onnx", threads):
-                    row = measure(runner, size)
-                    yield backend, {**row, **backend_ratios(row, reference)}
+                    runners[backend] = (runner, size)
             except Exception as error:  # an export or ONNX Runtime failure must not stop the other figures
-                note = f"onnx rows stopped: {type(error).__name__}: {error}"
+                note = f"onnx rows skipped: {type(error).__name__}: {error}"
+
+        def timed(make: Callable[[Any], Callable[[], None]]) -> dict[str, float]:
+            fns = {name: make(runner) for name, (runner, _) in runners.items()}
+            return time_interleaved(fns, bench.repeats, bench.warmup, bench.sync())
+
+        latency = timed(lambda runner: one_at_a_time_fn(runner, sentences, work.new_tokens))
+        greedy = timed(lambda runner: generate_fn(runner, batch, work.new_tokens))
+        beam = timed(lambda runner: generate_fn(runner, batch, work.new_tokens, work.num_beams))
     if note is not None:
         print(note)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for name, (_, size) in runners.items():
+        row = {
+            "b1_latency_ms": 1e3 * latency[name] / work.sentences,
+            f"b{work.gen_batch}_greedy_tok/s": tokens / greedy[name],
+            f"b{work.gen_batch}_beam{work.num_beams}_tok/s": tokens / beam[name],
+            "size_MiB": size,
+        }
+        rows.append((name, row if name == "pytorch" else {**row, **backend_ratios(row, rows[0][1])}))
+    return rows
 
 
 def backend_ratios(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, float]:
