@@ -128,8 +128,14 @@ TRANSLATE_DOC = """Translate sentences (one per line) with a saved model.
     seq2seq-attn translate --model outputs/demo --input test.src --output test.hyp --num_beams 5
     echo "hola mundo" | seq2seq-attn translate --model outputs/demo --n_best 3 --scores
 
+    echo "Y dijo Dios" | seq2seq-attn translate --model outputs/demo --alignments      # text ||| 0-0 1-1 2-2
+    seq2seq-attn translate --model outputs/demo --input test.src --alignments soft --alignment_head 0
+
 Writes one line per input sentence, or `--n_best` consecutive lines per sentence (best first); with
-`--scores` each line is `score<TAB>text`. A progress bar goes to stderr when reading a file.
+`--scores` each line is `score<TAB>text`. With `--alignments`, each line is `translation ||| i-j ...`
+(Pharaoh/Moses pairs of 0-based source and target *word* indices, from the attention of the returned
+hypothesis, subwords merged into words); `--alignments soft` appends the target x source word attention
+as JSON. A progress bar goes to stderr when reading a file.
 """
 
 
@@ -169,6 +175,15 @@ def translate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="where to write translations (default: stdout)")
     parser.add_argument("--scores", action="store_true", help="prefix each line with its score and a tab")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--alignments",
+        nargs="?",
+        const="hard",
+        choices=("hard", "soft"),
+        default=None,
+        help="append word alignments from the attention: `hard` (i-j pairs) or `soft` (plus the matrix as JSON)",
+    )
+    parser.add_argument("--alignment_head", type=int, default=None, help="align with this head (default: average)")
     add_generation_arguments(parser)
     args = parser.parse_args(argv)
     from .inference import translate
@@ -176,6 +191,8 @@ def translate_main(argv: list[str] | None = None) -> int:
     try:
         sentences = read_sentences(args.input)
         model, tokenizer = load_for_inference(args)
+        if args.alignments is not None:
+            return _print_alignments(model, tokenizer, sentences, args)
         results = translate(
             model,
             tokenizer,
@@ -193,6 +210,30 @@ def translate_main(argv: list[str] | None = None) -> int:
                 handle.write(text)
     except (OSError, ValueError, ImportError) as error:
         return _fail(error)
+    return 0
+
+
+def _print_alignments(model, tokenizer, sentences: list[str], args: argparse.Namespace) -> int:
+    from .alignment import align, format_line
+
+    if args.n_best != 1 or args.do_sample:
+        raise ValueError("--alignments aligns the one returned translation: use it without --n_best / --do_sample.")
+    alignments = align(
+        model,
+        tokenizer,
+        sentences,
+        num_beams=args.num_beams,
+        head=args.alignment_head,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        length_penalty=args.length_penalty,
+    )
+    text = "".join(format_line(a, soft=args.alignments == "soft") + "\n" for a in alignments)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
     return 0
 
 

@@ -49,8 +49,6 @@ MODEL_TYPE = "seq2seq_attn"
 FORMULA_TABLE_URL = (
     "https://github.com/hf-seq2seq-attn/hf_seq2seq_attn#attention-each-formula-and-its-config-value"
 )
-# What a generated Space installs: this package (with gradio) from its source repository.
-PACKAGE_REQUIREMENT = "hf_seq2seq_attn[app] @ git+https://github.com/hf-seq2seq-attn/hf_seq2seq_attn"
 # A tokenizer saved without `model_max_length` reports ~1e30; read at most this many source tokens then.
 DEFAULT_MAX_SOURCE_TOKENS = 512
 # Characters read from the text box; far more than any model reads, so only a paste of a book is clipped.
@@ -815,7 +813,7 @@ tags:
 ---
 
 Attention explorer for {models}: type a sentence and see which source tokens each output token attended to.
-Made with [hf_seq2seq_attn]({url}).
+Made with the `hf_seq2seq_attn` package, whose code ships in this Space (`hf_seq2seq_attn/`).
 """
 
 
@@ -828,16 +826,39 @@ def _copy_model_folder(folder: str, destination: str) -> None:
             shutil.copy2(source, os.path.join(destination, name))
 
 
-def write_space(
-    models: str | Sequence[str], output_dir: str, package_requirement: str = PACKAGE_REQUIREMENT
-) -> list[str]:
+def _space_requirements() -> list[str]:
+    """The package's own dependencies (as installed) plus gradio: what the vendored copy needs."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires("hf_seq2seq_attn") or []
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        declared = ["torch", "transformers", "tokenizers", "safetensors", "huggingface_hub", "numpy"]
+    core = [line.split(";")[0].strip() for line in declared if "extra ==" not in line]
+    gradio = next((line.split(";")[0].strip() for line in declared if 'extra == "app"' in line), "gradio")
+    return [*core, gradio]
+
+
+def _vendor_package(output_dir: str) -> list[str]:
+    """Copy this package's modules into the Space, so it runs where the package is not published."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    destination = os.path.join(output_dir, "hf_seq2seq_attn")
+    os.makedirs(destination, exist_ok=True)
+    names = sorted(name for name in os.listdir(package) if name.endswith(".py"))
+    for name in names:
+        shutil.copy2(os.path.join(package, name), os.path.join(destination, name))
+    return [f"hf_seq2seq_attn/{name}" for name in names]
+
+
+def write_space(models: str | Sequence[str], output_dir: str, requirements: Sequence[str] | None = None) -> list[str]:
     """Write a Hugging Face Space that runs this explorer: `app.py`, `requirements.txt`, `README.md`.
 
     Args:
         models: one or two model folders (copied into `output_dir/model`, `model2`) or Hub ids (loaded
             from the Hub when the Space starts).
         output_dir: the Space folder (created).
-        package_requirement: the `requirements.txt` line that installs this package with gradio.
+        requirements: the `requirements.txt` lines; default: this package's dependencies and gradio (the
+            package itself is copied into the Space, so it runs without being published anywhere).
 
     Returns:
         The paths written, relative to `output_dir`.
@@ -858,8 +879,9 @@ def write_space(
             references.append(name)
     with open(os.path.join(output_dir, "app.py"), "w", encoding="utf-8") as handle:
         handle.write(SPACE_APP.format(models=repr(references)))
+    written += _vendor_package(output_dir)
     with open(os.path.join(output_dir, "requirements.txt"), "w", encoding="utf-8") as handle:
-        handle.write(f"{package_requirement}\n")
+        handle.writelines(f"{line}\n" for line in (requirements or _space_requirements()))
     try:
         gradio_version = importlib.import_module("gradio").__version__
     except ImportError:
@@ -871,7 +893,6 @@ def write_space(
                 title=f"Attention explorer: {labels}"[:60],
                 gradio_version=gradio_version,
                 models=labels,
-                url=FORMULA_TABLE_URL.split("#")[0],
             )
         )
     return ["app.py", "requirements.txt", "README.md", *written]

@@ -152,3 +152,21 @@ def test_recipes_command_lists_and_prints(capsys):
     assert cli.main(["recipes", "--show", "demo"]) == 0
     assert "max_train_minutes: 6" in capsys.readouterr().out
     assert cli.main(["recipes", "--show", "nope"]) == 2
+
+
+def test_translate_alignments_print_pharaoh_pairs(folder, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("el gato\nhola mundo\n"))
+    assert cli.translate_main(["--model", folder, "--num_beams", "2", "--alignments"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        text, pairs = line.split(" ||| ")
+        for pair in pairs.split():
+            i, j = map(int, pair.split("-"))
+            assert 0 <= i < 2 and 0 <= j < max(1, len(text.split()))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("el gato\n"))
+    assert cli.translate_main(["--model", folder, "--alignments", "soft", "--alignment_head", "0"]) == 0
+    soft = json.loads(capsys.readouterr().out.split(" ||| ")[2])
+    assert all(sum(row) <= 1 + 1e-6 for row in soft)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("el gato\n"))
+    assert cli.translate_main(["--model", folder, "--alignments", "--n_best", "2"]) == 2

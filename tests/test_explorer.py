@@ -357,9 +357,14 @@ def test_write_space_runs_the_app_offline(tmp_path):
         "README.md",
         "model/model.safetensors",
         "model/tokenizer.json",
+        "hf_seq2seq_attn/explorer.py",
+        "hf_seq2seq_attn/modeling_seq2seq_attn.py",
     } <= set(written)
     assert not (space / "model" / "training_args.bin").exists()
-    assert "hf_seq2seq_attn[app]" in (space / "requirements.txt").read_text()
+    requirements = (space / "requirements.txt").read_text().splitlines()
+    assert any(line.startswith("gradio") for line in requirements)
+    assert any(line.startswith("transformers") for line in requirements)
+    assert not any("hf_seq2seq_attn" in line for line in requirements), "the package ships inside the Space"
     assert "sdk: gradio" in (space / "README.md").read_text()
     write_space("nobody/not-cached-model", str(hub_space))
     assert "MODELS = ['nobody/not-cached-model']" in (hub_space / "app.py").read_text()
@@ -405,7 +410,7 @@ def test_push_space_uploads_the_written_folder(tmp_path, monkeypatch):
         {"repo_type": "space", "space_sdk": "gradio", "private": False, "exist_ok": True},
     )
     assert calls["upload"][0] == "someone/explorer" and calls["upload"][1]["repo_type"] == "space"
-    assert calls["upload"][2] == ["README.md", "app.py", "requirements.txt"]
+    assert calls["upload"][2] == ["README.md", "app.py", "hf_seq2seq_attn", "requirements.txt"]
     assert "MODELS = ['someone/model']" in calls["app"]
 
 
