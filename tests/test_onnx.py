@@ -67,11 +67,6 @@ VARIANTS = {
         bidirectional=False,
     ),
     "rnn-dot-4-bahdanau-L1": dict(rnn_type="rnn", attention_type="dot", num_attention_heads=4),
-    "gru-dot-1-feeding-L2": dict(
-        attention_type="dot", decoder_style="luong", input_feeding=True, decoder_layers=2
-    ),
-    "lstm-scaled_dot-1-luong-L1": dict(rnn_type="lstm", attention_type="scaled_dot", decoder_style="luong"),
-    "gru-additive-4-luong-L2": dict(num_attention_heads=4, decoder_style="luong", decoder_layers=2),
 }
 LENGTHS = [5, 3, 7, 2, 7]  # right-padded batch of mixed lengths
 
