@@ -46,9 +46,8 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'hf_seq2seq_attn[app]'"
 MODEL_TYPE = "seq2seq_attn"
-FORMULA_TABLE_URL = (
-    "https://github.com/hf-seq2seq-attn/hf_seq2seq_attn#attention-each-formula-and-its-config-value"
-)
+# The page carries the README's formula table itself (a Space has no README of the package to link to).
+FORMULA_TABLE_URL = "#formula-table"
 # A tokenizer saved without `model_max_length` reports ~1e30; read at most this many source tokens then.
 DEFAULT_MAX_SOURCE_TOKENS = 512
 # Characters read from the text box; far more than any model reads, so only a paste of a book is clipped.
@@ -404,6 +403,23 @@ DECODER_STYLES = {
     "bahdanau": "query = previous state s_{t-1}; the context c_t joins the RNN input; read-out [s_t; c_t; e_{t-1}]",
     "luong": "the RNN steps first; query = s_t; attentional state tanh(W_c [c_t; s_t])",
 }
+
+
+def formula_table_html() -> str:
+    """The README's table "Attention: each formula and its config value", as HTML with the anchor the
+    formula links of [`formula_markdown`] point to."""
+    rows = [(formula, paper, f"attention_type={name!r}") for name, (formula, paper) in SCORE_FORMULAS.items()]
+    rows.insert(1, ("v^T tanh(W [s; h])", "Luong et al. 2015, eq. 8 concat: the same function", "attention_type='concat'"))
+    rows.append(("concat(head_1..N) W_O, each head any score above", "Vaswani et al. 2017, 3.2.2", "num_attention_heads=N"))
+    rows += [(text, "decoder", f"decoder_style={style!r}") for style, text in DECODER_STYLES.items()]
+    body = "".join(
+        f"<tr><td><code>{html.escape(a)}</code></td><td>{html.escape(b)}</td><td><code>{html.escape(c)}</code></td></tr>"
+        for a, b, c in rows
+    )
+    return (
+        '<h3 id="formula-table">Attention: each formula and its config value</h3>'
+        f"<table><tr><th>formula</th><th>paper</th><th>config</th></tr>{body}</table>"
+    )
 
 
 def formula_markdown(config: Any) -> str:
@@ -765,6 +781,7 @@ def build_app(
                     [column.name, column.exploration, column.nbest, column.head],
                     [column.heatmap, column.alignment],
                 )
+        gr.HTML(formula_table_html(), elem_id="s2sa-formula-table")
     return demo
 
 

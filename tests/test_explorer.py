@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,12 +282,16 @@ def test_alignment_of_the_chosen_hypothesis():
 # --------------------------------------------------------------------------------------------
 # Formula, model checks
 # --------------------------------------------------------------------------------------------
-def test_formula_names_the_config_and_links_the_readme_table():
+def test_formula_names_the_config_and_links_the_formula_table_in_the_page():
     model, _ = build_tiny_model(attention_type="general", decoder_style="luong", input_feeding=True)
     text = formula_markdown(model.config)
     assert "`score(s, h) = s^T W h`" in text and 'attention_type="general"' in text
     assert 'decoder_style="luong"' in text and "input feeding" in text
-    assert "#attention-each-formula-and-its-config-value" in text
+    assert "](#formula-table)" in text
+    table = explorer.formula_table_html()
+    assert 'id="formula-table"' in table and table.count("<tr>") == 1 + 5 + 1 + 2  # header, scores, heads, styles
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "## Attention: each formula and its config value" in readme, "the page mirrors this README table"
     multi = formula_markdown(build_tiny_model(num_attention_heads=2, attention_size=16)[0].config)
     assert "2 heads" in multi and "num_attention_heads=2" in multi and "v^T tanh(W_q s + W_k h)" in multi
 
