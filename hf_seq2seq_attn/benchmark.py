@@ -11,7 +11,8 @@ Figures, one printed line each (medians over `--repeats` timed calls after `--wa
     step      ms per generated token: a bare loop of decoder steps vs `generate()`, and their ratio
     memory    peak memory growth over one training step (how: see `memory_step`)
     backends  PyTorch fp32, ONNX fp32 and ONNX int8: batch-1 latency, batch-`gen_batch` greedy and
-              beam throughput, model file size, and each ONNX figure's ratio to PyTorch's (same run)
+              beam throughput, model file size, and each ONNX figure's ratio to PyTorch's (same run,
+              the three backends timed in alternation); skipped with a note without `onnxruntime`
 
 With `--compare_with DIR` the benchmark instead runs `train`, `greedy`, `beam` and `latency` of our
 model side by side with the same figures of the package found in DIR (another checkout), each side in
@@ -1192,6 +1193,7 @@ __all__ = [
     "forward_flops",
     "main",
     "run_compare",
+    "time_interleaved",
     "train_flops_per_step",
 ]
 

@@ -16,7 +16,14 @@ from conftest import make_config, padded_batch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.benchmark import BACKENDS, FIGURES, forward_flops, main, train_flops_per_step
+from hf_seq2seq_attn.benchmark import (
+    BACKENDS,
+    FIGURES,
+    forward_flops,
+    main,
+    time_interleaved,
+    train_flops_per_step,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--quick", "--threads", "1", "--warmup", "0"]
@@ -85,6 +92,14 @@ def test_onnx_rows_are_skipped_with_an_install_hint_without_onnxruntime(capsys, 
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in rows(lines, "backends")] == ["pytorch"]
     assert "onnx rows skipped: pip install 'hf_seq2seq_attn[onnx]'" in lines
+
+
+def test_time_interleaved_alternates_and_reverses_the_order():
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    medians = time_interleaved(fns, repeats=3, warmup=1)
+    assert calls == ["a", "b", "c"] + ["a", "b", "c", "c", "b", "a", "a", "b", "c"]  # warm-up, then rounds
+    assert set(medians) == {"a", "b", "c"} and all(seconds >= 0 for seconds in medians.values())
 
 
 def test_compare_with_another_checkout(capsys, tmp_path):
