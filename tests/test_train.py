@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import BLOCK_PACKAGE
 
@@ -310,3 +311,27 @@ def test_budgeted_run_shows_minutes_and_leaves_no_unused_checkpoint(data_dir, tm
     assert not [w for w in recwarn.list if "pin_memory" in str(w.message)]
     results = json.loads((output / "results.json").read_text())
     assert 0.05 <= results["budget_minutes_used"] < 0.2
+
+
+def test_training_option_averages_the_last_checkpoints_and_keeps_the_better(data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    output = tmp_path / "avg"
+    argv = ["--train_file", str(data_dir / "train.jsonl"), "--validation_file", str(data_dir / "dev.jsonl"),
+            "--output_dir", str(output), "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2",
+            "--save_total_limit", "3", "--eval_strategy", "steps", "--eval_steps", "2",
+            "--metric_for_best_model", "bleu", "--average_last_checkpoints", "2", *TINY]  # fmt: skip
+    assert train_main(argv) == 0
+    report = json.loads((output / "results.json").read_text())["checkpoint_averaging"]
+    assert report["metric"] == "eval_bleu" and report["kept"] in ("averaged", "current")
+    assert [Path(c).name for c in report["checkpoints"]] == ["checkpoint-4", "checkpoint-6"]
+    assert isinstance(report["current"], float) and isinstance(report["averaged"], float)
+    assert (report["averaged"] >= report["current"]) == (report["kept"] == "averaged")
+    saved = load_file(output / "model.safetensors")
+    last, before = (load_file(output / f"checkpoint-{step}" / "model.safetensors") for step in (6, 4))
+    for name, tensor in saved.items():
+        if report["kept"] == "averaged":
+            expected = ((last[name].double() + before[name].double()) / 2).float()
+            assert torch.equal(tensor, expected), name  # both sides round the same float64 mean once
+        else:
+            assert torch.equal(tensor, last[name]), name
