@@ -58,7 +58,9 @@ def _model_arguments_class() -> type:
             continue
         kind = _ANNOTATION_TYPES.get(annotation, annotation) if isinstance(annotation, str) else annotation
         if isinstance(kind, str):
-            raise TypeError(f"Seq2SeqAttnConfig.{name}: add its annotation {annotation!r} to _ANNOTATION_TYPES.")
+            raise TypeError(
+                f"Seq2SeqAttnConfig.{name}: add its annotation {annotation!r} to _ANNOTATION_TYPES."
+            )
         help_text = f"Seq2SeqAttnConfig.{name} (see its docstring)"
         fields.append((name, kind, field(default=getattr(defaults, name), metadata={"help": help_text})))
     return dataclasses.make_dataclass("ModelArguments", fields)
@@ -79,23 +81,43 @@ class DataArguments:
         },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
-    train_file: str | None = field(default=None, metadata={"help": "Training pairs (.jsonl/.csv/.tsv, optionally .gz)."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Training pairs (.jsonl/.csv/.tsv, optionally .gz)."}
+    )
     validation_file: str | None = field(default=None, metadata={"help": "Validation pairs."})
     test_file: str | None = field(default=None, metadata={"help": "Test pairs (scored at the end)."})
-    source_column: str = field(default="source", metadata={"help": "Source column (or nested column, e.g. translation)."})
+    source_column: str = field(
+        default="source", metadata={"help": "Source column (or nested column, e.g. translation)."}
+    )
     target_column: str = field(default="target", metadata={"help": "Target column."})
-    source_lang: str | None = field(default=None, metadata={"help": "Key of the source inside a nested translation column."})
-    target_lang: str | None = field(default=None, metadata={"help": "Key of the target inside a nested translation column."})
-    bad_rows: str = field(default="error", metadata={"help": "`error` at the first empty row, or `skip` (and count) them."})
-    long_rows: str = field(default="truncate", metadata={"help": "Rows longer than the max lengths: `truncate` or `skip`."})
+    source_lang: str | None = field(
+        default=None, metadata={"help": "Key of the source inside a nested translation column."}
+    )
+    target_lang: str | None = field(
+        default=None, metadata={"help": "Key of the target inside a nested translation column."}
+    )
+    bad_rows: str = field(
+        default="error", metadata={"help": "`error` at the first empty row, or `skip` (and count) them."}
+    )
+    long_rows: str = field(
+        default="truncate", metadata={"help": "Rows longer than the max lengths: `truncate` or `skip`."}
+    )
     task: str = field(default="translation", metadata={"help": f"One of {TASKS}: chooses the metrics."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Load this tokenizer instead of training one."})
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Load this tokenizer instead of training one."}
+    )
     tokenizer_kind: str = field(default="bpe", metadata={"help": "Tokenizer to train: bpe, word or char."})
-    tokenizer_vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size of the trained tokenizer."})
+    tokenizer_vocab_size: int = field(
+        default=8000, metadata={"help": "Vocabulary size of the trained tokenizer."}
+    )
     max_source_length: int = field(default=128, metadata={"help": "Source tokens kept per example."})
     max_target_length: int = field(default=128, metadata={"help": "Target tokens kept per example."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training pairs."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Validate on the first N pairs during training."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training pairs."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Validate on the first N pairs during training."}
+    )
     max_test_samples: int | None = field(default=None, metadata={"help": "Test on the first N pairs."})
     max_train_minutes: float | None = field(
         default=None,
@@ -104,7 +126,9 @@ class DataArguments:
             "Saved in every checkpoint, so a resumed run continues the same budget."
         },
     )
-    early_stopping_patience: int | None = field(default=None, metadata={"help": "Evaluations without improvement before stopping."})
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Evaluations without improvement before stopping."}
+    )
     average_last_checkpoints: int | None = field(
         default=None,
         metadata={
@@ -112,9 +136,13 @@ class DataArguments:
             "least as well on validation."
         },
     )
-    test_num_beams: int = field(default=5, metadata={"help": "Beam size for the final test and the saved generation config."})
+    test_num_beams: int = field(
+        default=5, metadata={"help": "Beam size for the final test and the saved generation config."}
+    )
     length_penalty: float = field(default=1.0, metadata={"help": "Length penalty for beam search."})
-    num_attention_plots: int = field(default=3, metadata={"help": "Validation examples drawn as attention heat-maps."})
+    num_attention_plots: int = field(
+        default=3, metadata={"help": "Validation examples drawn as attention heat-maps."}
+    )
     num_samples_to_print: int = field(default=5, metadata={"help": "Test translations printed at the end."})
 
 
@@ -135,7 +163,9 @@ def recipe_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    raise DataError(f"--recipe {name_or_path!r}: not a shipped recipe ({', '.join(recipe_names())}) nor a YAML file.")
+    raise DataError(
+        f"--recipe {name_or_path!r}: not a shipped recipe ({', '.join(recipe_names())}) nor a YAML file."
+    )
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:
@@ -146,7 +176,9 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise DataError(f"{path}: not valid YAML ({error}).") from None
     if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
-        raise DataError(f"{path}: a recipe is a mapping of option names to values, e.g. `learning_rate: 0.002`.")
+        raise DataError(
+            f"{path}: a recipe is a mapping of option names to values, e.g. `learning_rate: 0.002`."
+        )
     return values
 
 
@@ -156,7 +188,9 @@ def _as_flags(values: dict[str, Any]) -> list[str]:
     for key, value in values.items():
         if value is None:
             continue
-        flags += [f"--{key}", *(str(v) for v in value)] if isinstance(value, list) else [f"--{key}", str(value)]
+        flags += (
+            [f"--{key}", *(str(v) for v in value)] if isinstance(value, list) else [f"--{key}", str(value)]
+        )
     return flags
 
 
@@ -179,7 +213,9 @@ def parse_train_args(argv: list[str]) -> tuple[Any, DataArguments, Seq2SeqTraini
     Returns:
         `(model_args, data_args, training_args)`.
     """
-    argv, recipe = _pop_option(list(argv), "--recipe", "--preset")  # --preset: the name before recipes were files
+    argv, recipe = _pop_option(
+        list(argv), "--recipe", "--preset"
+    )  # --preset: the name before recipes were files
     recipe_flags = _as_flags(load_recipe(recipe)) if recipe else []
     given = {item.split("=", 1)[0] for item in [*recipe_flags, *argv] if item.startswith("--")}
     if "--use_cpu" not in given and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _cuda_available():

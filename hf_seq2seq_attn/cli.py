@@ -38,7 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
-    return "usage: seq2seq-attn COMMAND [options]   (seq2seq-attn COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
+    return (
+        "usage: seq2seq-attn COMMAND [options]   (seq2seq-attn COMMAND --help for its options)\n\ncommands:\n"
+        + "\n".join(lines)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=f"seq2seq-attn {prog}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return argparse.ArgumentParser(
+        prog=f"seq2seq-attn {prog}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def _fail(error: Exception) -> int:
@@ -70,7 +75,9 @@ def _fail(error: Exception) -> int:
 # --------------------------------------------------------------------------------------------
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """`--model`, `--device` and `--backend`: which model runs, where, and on what."""
-    parser.add_argument("--model", required=True, help="model folder (save_pretrained, or `export` output) or cached Hub id")
+    parser.add_argument(
+        "--model", required=True, help="model folder (save_pretrained, or `export` output) or cached Hub id"
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (pytorch backend)")
     parser.add_argument(
         "--backend",
@@ -86,12 +93,19 @@ def add_generation_arguments(parser: argparse.ArgumentParser, num_beams: int = 5
     group.add_argument("--batch_size", type=int, default=32, help="sentences per generate() call")
     group.add_argument("--num_beams", type=int, default=num_beams, help="beam width (1 = greedy)")
     group.add_argument("--length_penalty", type=float, default=1.0, help="beam score = log p / length**this")
-    group.add_argument("--n_best", type=int, default=1, help="hypotheses per sentence (<= num_beams unless sampling)")
+    group.add_argument(
+        "--n_best", type=int, default=1, help="hypotheses per sentence (<= num_beams unless sampling)"
+    )
     group.add_argument("--do_sample", action="store_true", help="sample instead of searching")
     group.add_argument("--top_k", type=int, default=None, help="sample from the k most likely tokens")
     group.add_argument("--top_p", type=float, default=None, help="nucleus sampling threshold")
     group.add_argument("--temperature", type=float, default=None, help="sampling temperature")
-    group.add_argument("--max_new_tokens", type=int, default=None, help="output length limit (default: 2 * source tokens + 10)")
+    group.add_argument(
+        "--max_new_tokens",
+        type=int,
+        default=None,
+        help="output length limit (default: 2 * source tokens + 10)",
+    )
 
 
 def generation_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -183,7 +197,9 @@ def translate_main(argv: list[str] | None = None) -> int:
         default=None,
         help="append word alignments from the attention: `hard` (i-j pairs) or `soft` (plus the matrix as JSON)",
     )
-    parser.add_argument("--alignment_head", type=int, default=None, help="align with this head (default: average)")
+    parser.add_argument(
+        "--alignment_head", type=int, default=None, help="align with this head (default: average)"
+    )
     add_generation_arguments(parser)
     args = parser.parse_args(argv)
     from .inference import translate
@@ -217,7 +233,9 @@ def _print_alignments(model, tokenizer, sentences: list[str], args: argparse.Nam
     from .alignment import align, format_line
 
     if args.n_best != 1 or args.do_sample:
-        raise ValueError("--alignments aligns the one returned translation: use it without --n_best / --do_sample.")
+        raise ValueError(
+            "--alignments aligns the one returned translation: use it without --n_best / --do_sample."
+        )
     alignments = align(
         model,
         tokenizer,
@@ -253,7 +271,9 @@ The test file is JSON lines, CSV or TSV with a header row (optionally .gz), chos
 """
 
 
-def write_predictions(path: str, sources: list[str], predictions: list[str], references: list[list[str]]) -> None:
+def write_predictions(
+    path: str, sources: list[str], predictions: list[str], references: list[list[str]]
+) -> None:
     """JSON lines `{"source", "prediction", "references"}` for `.jsonl`, else one prediction per line."""
     with open(path, "w", encoding="utf-8") as handle:
         for source, prediction, options in zip(sources, predictions, references, strict=True):
@@ -277,7 +297,9 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target_lang", default=None, help="for nested columns such as translation.en")
     parser.add_argument("--bad_rows", choices=BAD_ROW_POLICIES, default="error", help="rows with empty text")
     parser.add_argument("--task", choices=TASKS, default="translation")
-    parser.add_argument("--predictions_file", default=None, help="also write predictions (.jsonl: with sources)")
+    parser.add_argument(
+        "--predictions_file", default=None, help="also write predictions (.jsonl: with sources)"
+    )
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     add_generation_arguments(parser)
     args = parser.parse_args(argv)
@@ -299,7 +321,9 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         else:
             sources, references = data.sources, [[target] for target in data.targets]
         model, tokenizer = load_for_inference(args)
-        predictions = translate(model, tokenizer, sources, progress=not args.no_progress, **generation_kwargs_from_args(args))
+        predictions = translate(
+            model, tokenizer, sources, progress=not args.no_progress, **generation_kwargs_from_args(args)
+        )
         metrics: dict[str, float] = task_metrics(args.task, predictions, references)
         metrics["num_examples"] = len(sources)
         if args.predictions_file is not None:
@@ -344,11 +368,15 @@ def plot_main(argv: list[str] | None = None) -> int:
         title = args.title
         if title is None:
             special = set(tokenizer.all_special_tokens)
-            title = tokenizer.convert_tokens_to_string([token for token in output_tokens if token not in special])
+            title = tokenizer.convert_tokens_to_string(
+                [token for token in output_tokens if token not in special]
+            )
         plot_attention(weights, source_tokens, output_tokens, path=args.output, title=title)
     except (OSError, ValueError) as error:
         return _fail(error)
-    print(f"Saved {weights.shape[0]}-head attention ({len(output_tokens)} x {len(source_tokens)}) to {args.output}")
+    print(
+        f"Saved {weights.shape[0]}-head attention ({len(output_tokens)} x {len(source_tokens)}) to {args.output}"
+    )
     return 0
 
 

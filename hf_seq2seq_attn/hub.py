@@ -69,9 +69,22 @@ def render_model_card(
         eval_results=eval_results or None,
     )
     images = sorted(p.name for p in Path(output_dir).glob("attention_*.png"))
-    fields = ("rnn_type", "bidirectional", "attention_type", "num_attention_heads", "decoder_style", "input_feeding",
-              "embedding_size", "encoder_hidden_size", "decoder_hidden_size", "encoder_layers", "decoder_layers",
-              "vocab_size", "tie_word_embeddings", "share_encoder_decoder_embeddings")
+    fields = (
+        "rnn_type",
+        "bidirectional",
+        "attention_type",
+        "num_attention_heads",
+        "decoder_style",
+        "input_feeding",
+        "embedding_size",
+        "encoder_hidden_size",
+        "decoder_hidden_size",
+        "encoder_layers",
+        "decoder_layers",
+        "vocab_size",
+        "tie_word_embeddings",
+        "share_encoder_decoder_embeddings",
+    )
     card = ModelCard.from_template(
         card_data,
         template_path=template_path,
@@ -81,7 +94,9 @@ def render_model_card(
         dataset_name=dataset_name,
         source_lang=source_lang,
         target_lang=target_lang,
-        results_table=_table({METRIC_NAMES.get(k, k): f"{v:.2f}" for k, v in test_metrics.items()}, ("metric", "test")),
+        results_table=_table(
+            {METRIC_NAMES.get(k, k): f"{v:.2f}" for k, v in test_metrics.items()}, ("metric", "test")
+        ),
         repo_id=repo_id,
         example_source=json.dumps(example_source, ensure_ascii=False),  # a Python string literal, readable
         num_beams=generation.get("num_beams", 1),
@@ -104,7 +119,9 @@ def render_model_card(
 PUSH_IGNORE_PATTERNS = ["checkpoint-*", "runs/*", "*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle"]
 
 
-def push_folder(output_dir: str, repo_id: str, token: str | None = None, private: bool | None = None) -> list[str]:
+def push_folder(
+    output_dir: str, repo_id: str, token: str | None = None, private: bool | None = None
+) -> list[str]:
     """Upload the model folder (weights, code, tokenizer, card, pictures) as one commit. Returns the files sent."""
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
@@ -115,6 +132,8 @@ def push_folder(output_dir: str, repo_id: str, token: str | None = None, private
         commit_message="Upload seq2seq_attn model",
     )
     files = sorted(str(p.relative_to(output_dir)) for p in Path(output_dir).rglob("*") if p.is_file())
-    sent = list(filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS))  # the filter upload_folder applies
+    sent = list(
+        filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS)
+    )  # the filter upload_folder applies
     logger.info("Pushed %d files to %s", len(sent), repo_id)
     return sent

@@ -173,6 +173,8 @@ def task_metrics(task: str, predictions: list[str], references: list[list[str]])
         return {
             "wer": word_error_rate(predictions, references),
             "per": phoneme_error_rate(predictions, references),
-            "exact_match": exact_match(predictions, [accepted[0] for accepted in references], normalize_whitespace=True),
+            "exact_match": exact_match(
+                predictions, [accepted[0] for accepted in references], normalize_whitespace=True
+            ),
         }
     raise ValueError(f"task must be one of {TASKS}; got {task!r}.")

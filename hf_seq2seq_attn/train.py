@@ -97,7 +97,11 @@ def set_generation_defaults(model, data: DataArguments, tokenizer) -> None:
     gen.max_length = None
     gen.early_stopping = True
     gen.decoder_start_token_id = tokenizer.bos_token_id
-    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = (
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    )
 
 
 def _resume_checkpoint(args: Seq2SeqTrainingArguments) -> str | None:
@@ -106,7 +110,9 @@ def _resume_checkpoint(args: Seq2SeqTrainingArguments) -> str | None:
     if resume in ("True", "true", "last"):
         resume = last_complete_checkpoint(args.output_dir)
         if resume is None:
-            raise DataError(f"--resume_from_checkpoint: no checkpoint-* folder in {args.output_dir!r} to resume from.")
+            raise DataError(
+                f"--resume_from_checkpoint: no checkpoint-* folder in {args.output_dir!r} to resume from."
+            )
     return resume
 
 
@@ -140,7 +146,9 @@ def run(argv: list[str]) -> int:
     model = build_model(model_args, tokenizer)
     set_generation_defaults(model, data, tokenizer)
     if args.should_save:
-        check_output_dir(args.output_dir, needed_bytes=3 * model_bytes(model) * (2 + (args.save_total_limit or 3)))
+        check_output_dir(
+            args.output_dir, needed_bytes=3 * model_bytes(model) * (2 + (args.save_total_limit or 3))
+        )
     logger.info("Model: %s parameters; %d training pairs", f"{model.num_parameters():,}", len(splits.train))
 
     args.predict_with_generate = True
@@ -198,12 +206,21 @@ def _average_last_checkpoints(trainer: Seq2SeqAttnTrainer, count: int) -> dict[s
     try:
         from .averaging import average_and_keep_best
     except ImportError:  # pragma: no cover - the module ships with the package
-        logger.warning("Checkpoint averaging is not available in this installation; keeping the trained model.")
+        logger.warning(
+            "Checkpoint averaging is not available in this installation; keeping the trained model."
+        )
         return None
     return average_and_keep_best(trainer, count).to_dict()
 
 
-def finish(trainer: Seq2SeqAttnTrainer, data: DataArguments, splits: Splits, tokenizer, outcome: TrainingOutcome, push: bool) -> None:
+def finish(
+    trainer: Seq2SeqAttnTrainer,
+    data: DataArguments,
+    splits: Splits,
+    tokenizer,
+    outcome: TrainingOutcome,
+    push: bool,
+) -> None:
     """Save everything, score the test split, draw attention, write the model card, push."""
     from .inference import attention_for, translate
     from .pipeline_seq2seq_attn import add_pipeline_to_folder
@@ -240,18 +257,24 @@ def finish(trainer: Seq2SeqAttnTrainer, data: DataArguments, splits: Splits, tok
         )
         test_metrics = task_metrics(data.task, predictions, splits.test_refs)
         results.update({f"test_{k}": round(v, 2) for k, v in test_metrics.items()})
-        samples = list(zip(splits.test.sources, splits.test.targets, predictions, strict=True))[: data.num_samples_to_print]
+        samples = list(zip(splits.test.sources, splits.test.targets, predictions, strict=True))[
+            : data.num_samples_to_print
+        ]
         with open(os.path.join(output_dir, "test_predictions.txt"), "w", encoding="utf-8") as handle:
             handle.writelines(p + "\n" for p in predictions)
     examples = (splits.validation or splits.test or splits.train).sources[: data.num_attention_plots]
     for i, source in enumerate(examples):
-        weights, source_tokens, output_tokens = attention_for(model, tokenizer, source, max_new_tokens=data.max_target_length)
+        weights, source_tokens, output_tokens = attention_for(
+            model, tokenizer, source, max_new_tokens=data.max_target_length
+        )
         path = os.path.join(output_dir, f"attention_{i}.png")
         plot_attention(weights, source_tokens, output_tokens, path=path, title=f"example {i}")
     with open(os.path.join(output_dir, "results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
     repo_id: str = args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
-    _write_model_card(trainer, data, splits, tokenizer, outcome, test_metrics, examples, repo_id if push else output_dir)
+    _write_model_card(
+        trainer, data, splits, tokenizer, outcome, test_metrics, examples, repo_id if push else output_dir
+    )
     print(f"\n== {splits.name}: trained {trainer.state.global_step} steps in {outcome.minutes:.1f} min ==")
     for name, value in test_metrics.items():
         print(f"test {name}: {value:.2f}")
@@ -277,7 +300,11 @@ def _write_model_card(trainer, data: DataArguments, splits: Splits, tokenizer, o
     )
     if outcome.averaging is not None:
         hyper["checkpoint_averaging"] = outcome.averaging.get("kept", "")
-    hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU x{torch.get_num_threads()} threads"
+    hardware = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"{platform.machine()} CPU x{torch.get_num_threads()} threads"
+    )
     render_model_card(
         args.output_dir,
         str(CARD_TEMPLATE),
@@ -308,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: resume with --resume_from_checkpoint True (checkpoints are in --output_dir)", file=sys.stderr)
+        print(
+            "interrupted: resume with --resume_from_checkpoint True (checkpoints are in --output_dir)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -53,7 +53,10 @@ class TimeBudget(TrainerCallback, ExportableState):
         self._start: float | None = None
 
     def state(self) -> dict:
-        return {"args": {"minutes": self.seconds / 60.0}, "attributes": {"elapsed_seconds": self.elapsed_seconds}}
+        return {
+            "args": {"minutes": self.seconds / 60.0},
+            "attributes": {"elapsed_seconds": self.elapsed_seconds},
+        }
 
     def fraction(self) -> float:
         """Share of the budget spent (0 at the start), the same on every rank."""
@@ -95,9 +98,12 @@ class TimeBudget(TrainerCallback, ExportableState):
             control.should_training_stop = True
             control.should_evaluate = args.eval_strategy != "no"
             control.should_save = args.save_strategy != "no"  # no checkpoint nobody asked for
-            logger.info("Time budget of %.1f minutes reached at step %d: stopping.", self.seconds / 60, state.global_step)
+            logger.info(
+                "Time budget of %.1f minutes reached at step %d: stopping.",
+                self.seconds / 60,
+                state.global_step,
+            )
         return control
-
 
 
 class BudgetProgressCallback(ProgressCallback):
@@ -222,7 +228,9 @@ def check_output_dir(path: str, needed_bytes: int) -> None:
             handle.write("ok")
         os.remove(probe)
     except OSError as error:
-        raise ValueError(f"Cannot write to the output folder {path!r} ({error.strerror}). Choose another --output_dir.") from None
+        raise ValueError(
+            f"Cannot write to the output folder {path!r} ({error.strerror}). Choose another --output_dir."
+        ) from None
     free = shutil.disk_usage(path).free
     if free < needed_bytes:
         raise ValueError(
@@ -232,7 +240,13 @@ def check_output_dir(path: str, needed_bytes: int) -> None:
 
 
 # What `Trainer._save_checkpoint` writes; a folder without all of them was cut off mid-write.
-CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json")
+CHECKPOINT_FILES = (
+    "model.safetensors",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state.pth",
+    "trainer_state.json",
+)
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
@@ -244,7 +258,11 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     if not os.path.isdir(output_dir):
         return None
     steps = sorted(
-        (int(name.split("-")[1]) for name in os.listdir(output_dir) if name.startswith("checkpoint-") and name.split("-")[1].isdigit()),
+        (
+            int(name.split("-")[1])
+            for name in os.listdir(output_dir)
+            if name.startswith("checkpoint-") and name.split("-")[1].isdigit()
+        ),
         reverse=True,
     )
     for step in steps:
@@ -252,7 +270,11 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
         missing = [f for f in CHECKPOINT_FILES if not os.path.exists(os.path.join(folder, f))]
         if not missing:
             return folder
-        logger.warning("Skipping incomplete %s (missing %s): it was cut off while being written.", folder, ", ".join(missing))
+        logger.warning(
+            "Skipping incomplete %s (missing %s): it was cut off while being written.",
+            folder,
+            ", ".join(missing),
+        )
     return None
 
 

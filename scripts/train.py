@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a model: the same as `seq2seq-attn train` (see `hf_seq2seq_attn/train.py`).
 
-    python scripts/train.py --recipe demo
+python scripts/train.py --recipe demo
 """
 
 import sys

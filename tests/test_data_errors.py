@@ -22,9 +22,11 @@ def jsonl(rows):
 
 def test_reads_jsonl_csv_tsv_and_gzip(tmp_path):
     rows = [{"source": "hola", "target": "hello"}, {"source": "adiós", "target": "bye"}]
-    for path in (write(tmp_path / "a.jsonl", jsonl(rows)),
-                 write(tmp_path / "a.csv", "source,target\nhola,hello\nadiós,bye\n"),
-                 write(tmp_path / "a.tsv", "source\ttarget\nhola\thello\nadiós\tbye\n")):
+    for path in (
+        write(tmp_path / "a.jsonl", jsonl(rows)),
+        write(tmp_path / "a.csv", "source,target\nhola,hello\nadiós,bye\n"),
+        write(tmp_path / "a.tsv", "source\ttarget\nhola\thello\nadiós\tbye\n"),
+    ):
         data = read_parallel(path)
         assert data.sources == ["hola", "adiós"] and data.targets == ["hello", "bye"]
     with gzip.open(tmp_path / "b.jsonl.gz", "wt", encoding="utf-8") as handle:
@@ -35,7 +37,9 @@ def test_reads_jsonl_csv_tsv_and_gzip(tmp_path):
 
 def test_missing_column_names_line_and_columns(tmp_path):
     path = write(tmp_path / "a.jsonl", jsonl([{"src": "hola", "target": "hello"}]))
-    with pytest.raises(DataError, match=r"a\.jsonl:1: no column 'source' .*--source_column.*\['src', 'target'\]"):
+    with pytest.raises(
+        DataError, match=r"a\.jsonl:1: no column 'source' .*--source_column.*\['src', 'target'\]"
+    ):
         read_parallel(path)
 
 
@@ -55,7 +59,9 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
 
 
 def test_json_syntax_error_names_the_line(tmp_path):
-    path = write(tmp_path / "a.jsonl", jsonl([{"source": "a", "target": "b"}]) + '{"source": "x", "target": \n')
+    path = write(
+        tmp_path / "a.jsonl", jsonl([{"source": "a", "target": "b"}]) + '{"source": "x", "target": \n'
+    )
     with pytest.raises(DataError, match=r"a\.jsonl:2: invalid JSON"):
         read_parallel(path)
 
@@ -99,8 +105,9 @@ def test_hub_dataset_rows_get_the_same_checks():
     rows = Dataset.from_dict({"translation": [{"es": "hola", "en": "hello"}, {"es": "", "en": "x"}]})
     with pytest.raises(DataError, match=r"opus:train:2: empty source"):
         pairs_from_records(enumerate(rows, start=1), "opus:train", "translation", "translation", "es", "en")
-    data = pairs_from_records(enumerate(rows, start=1), "opus:train", "translation", "translation", "es", "en",
-                              bad_rows="skip")
+    data = pairs_from_records(
+        enumerate(rows, start=1), "opus:train", "translation", "translation", "es", "en", bad_rows="skip"
+    )
     assert data.sources == ["hola"] and data.targets == ["hello"]
     with pytest.raises(DataError, match="no column 'source'"):
         pairs_from_records(enumerate(rows, start=1), "opus:train")

@@ -289,7 +289,9 @@ def test_formula_names_the_config_and_links_the_formula_table_in_the_page():
     assert 'decoder_style="luong"' in text and "input feeding" in text
     assert "](#formula-table)" in text
     table = explorer.formula_table_html()
-    assert 'id="formula-table"' in table and table.count("<tr>") == 1 + 5 + 1 + 2  # header, scores, heads, styles
+    assert (
+        'id="formula-table"' in table and table.count("<tr>") == 1 + 5 + 1 + 2
+    )  # header, scores, heads, styles
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "## Attention: each formula and its config value" in readme, "the page mirrors this README table"
     multi = formula_markdown(build_tiny_model(num_attention_heads=2, attention_size=16)[0].config)

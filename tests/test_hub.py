@@ -24,7 +24,12 @@ LOGITS_TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     torch.manual_seed(3)
-    config = make_config(rnn_type="lstm", num_attention_heads=2, attention_type="general", share_encoder_decoder_embeddings=True)
+    config = make_config(
+        rnn_type="lstm",
+        num_attention_heads=2,
+        attention_type="general",
+        share_encoder_decoder_embeddings=True,
+    )
     model = Seq2SeqAttnForConditionalGeneration(config).eval()
     folder = tmp_path_factory.mktemp("model")
     model.save_pretrained(folder)
@@ -32,7 +37,9 @@ def saved(tmp_path_factory):
 
 
 def test_config_round_trip(tmp_path):
-    config = make_config(attention_type="concat", decoder_style="luong", input_feeding=True, decoder_vocab_size=30)
+    config = make_config(
+        attention_type="concat", decoder_style="luong", input_feeding=True, decoder_vocab_size=30
+    )
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, Seq2SeqAttnConfig)
@@ -44,7 +51,12 @@ def test_config_round_trip(tmp_path):
 def test_save_writes_safetensors_auto_map_and_code(saved):
     _, folder = saved
     files = {p.name for p in folder.iterdir()}
-    assert {"model.safetensors", "config.json", "configuration_seq2seq_attn.py", "modeling_seq2seq_attn.py"} <= files
+    assert {
+        "model.safetensors",
+        "config.json",
+        "configuration_seq2seq_attn.py",
+        "modeling_seq2seq_attn.py",
+    } <= files
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map["AutoConfig"].endswith("Seq2SeqAttnConfig")
     assert auto_map["AutoModelForSeq2SeqLM"].endswith("Seq2SeqAttnForConditionalGeneration")

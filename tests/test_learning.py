@@ -45,19 +45,39 @@ def exact_match(eval_prediction) -> dict[str, float]:
 def test_model_learns_to_reverse_sequences(tmp_path):
     torch.manual_seed(0)
     config = Seq2SeqAttnConfig(
-        vocab_size=FIRST_SYMBOL + SYMBOLS, embedding_size=32, encoder_hidden_size=64, decoder_hidden_size=64,
-        attention_type="general", decoder_style="luong", embedding_dropout=0.0, readout_dropout=0.0,
+        vocab_size=FIRST_SYMBOL + SYMBOLS,
+        embedding_size=32,
+        encoder_hidden_size=64,
+        decoder_hidden_size=64,
+        attention_type="general",
+        decoder_style="luong",
+        embedding_dropout=0.0,
+        readout_dropout=0.0,
     )
     model = Seq2SeqAttnForConditionalGeneration(config)
     model.generation_config.max_new_tokens = 12
     args = Seq2SeqTrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=64, per_device_eval_batch_size=128,
-        learning_rate=1e-2, num_train_epochs=6, warmup_steps=20, lr_scheduler_type="linear",
-        predict_with_generate=True, generation_num_beams=1, generation_max_length=12,
-        eval_strategy="no", save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=64,
+        per_device_eval_batch_size=128,
+        learning_rate=1e-2,
+        num_train_epochs=6,
+        warmup_steps=20,
+        lr_scheduler_type="linear",
+        predict_with_generate=True,
+        generation_num_beams=1,
+        generation_max_length=12,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        disable_tqdm=True,
     )
     trainer = Seq2SeqAttnTrainer(
-        model=model, args=args, train_dataset=reversal_data(4000, seed=1), data_collator=collate,
+        model=model,
+        args=args,
+        train_dataset=reversal_data(4000, seed=1),
+        data_collator=collate,
         compute_metrics=exact_match,
     )
     trainer.train()

@@ -18,7 +18,14 @@ from hf_seq2seq_attn.tokenization_seq2seq_attn import train_tokenizer
 from hf_seq2seq_attn.train import main as train_main
 from hf_seq2seq_attn.training import NonFiniteLossError, Seq2SeqAttnTrainer, check_output_dir
 
-CORPUS = ["el perro come", "la casa es grande", "hola mundo", "buenos días", "the dog eats", "hello world"] * 5
+CORPUS = [
+    "el perro come",
+    "la casa es grande",
+    "hola mundo",
+    "buenos días",
+    "the dog eats",
+    "hello world",
+] * 5
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +61,16 @@ def train_file(tmp_path_factory):
     ],
 )
 def test_bad_arguments_are_rejected_before_training(train_file, tmp_path, capsys, extra, message):
-    argv = ["--train_file", str(train_file), "--output_dir", str(tmp_path / "m"), "--max_steps", "2", *TINY, *extra]
+    argv = [
+        "--train_file",
+        str(train_file),
+        "--output_dir",
+        str(tmp_path / "m"),
+        "--max_steps",
+        "2",
+        *TINY,
+        *extra,
+    ]
     assert train_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
@@ -62,7 +78,15 @@ def test_bad_arguments_are_rejected_before_training(train_file, tmp_path, capsys
 
 
 def test_resume_without_checkpoint_is_explained(train_file, tmp_path, capsys):
-    argv = ["--train_file", str(train_file), "--output_dir", str(tmp_path / "m"), "--resume_from_checkpoint", "True", *TINY]
+    argv = [
+        "--train_file",
+        str(train_file),
+        "--output_dir",
+        str(tmp_path / "m"),
+        "--resume_from_checkpoint",
+        "True",
+        *TINY,
+    ]
     assert train_main(argv) == 2
     assert "no checkpoint-* folder" in capsys.readouterr().err
 
@@ -106,11 +130,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_weights(tokenizer, tmp_pa
         def on_step_end(self, args, state, control, **kwargs):
             snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
 
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=6,
-                                    report_to="none", save_strategy="no", learning_rate=1e-2,
-                                    remove_unused_columns=False)
-    trainer = Seq2SeqAttnTrainer(model=model, args=args, train_dataset=dataset, callbacks=[Snapshot()],
-                                 data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=6,
+        report_to="none",
+        save_strategy="no",
+        learning_rate=1e-2,
+        remove_unused_columns=False,
+    )
+    trainer = Seq2SeqAttnTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        callbacks=[Snapshot()],
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+    )
     with pytest.raises(NonFiniteLossError, match="became nan at step 3"):
         trainer.train()
     assert len(snapshots) == 2
@@ -139,7 +174,9 @@ def test_max_new_tokens_zero_is_a_clear_error(model, tokenizer):
 
 def test_more_beams_than_vocabulary(model, tokenizer):
     beams = len(tokenizer) + 5
-    out = generate(model, tokenizer, ["hola mundo"], num_beams=beams, num_return_sequences=beams, max_new_tokens=3)
+    out = generate(
+        model, tokenizer, ["hola mundo"], num_beams=beams, num_return_sequences=beams, max_new_tokens=3
+    )
     assert out.shape[0] == beams
     assert int(out.max()) < len(tokenizer)
 
@@ -152,11 +189,21 @@ def test_short_and_very_long_inputs_in_one_batch(model, tokenizer):
 
 
 # ----- property test: random text and random ids through the whole stack -------------------------
-DOCUMENTED = ("outside the model's vocabulary", "all padding", "non-empty", "right-padded", "attention_mask` has shape")
+DOCUMENTED = (
+    "outside the model's vocabulary",
+    "all padding",
+    "non-empty",
+    "right-padded",
+    "attention_mask` has shape",
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(texts=st.lists(st.text(alphabet=string.printable + "áéíóúñ¿¡€\u200b\U0001f600", max_size=40), min_size=1, max_size=4))
+@given(
+    texts=st.lists(
+        st.text(alphabet=string.printable + "áéíóúñ¿¡€\u200b\U0001f600", max_size=40), min_size=1, max_size=4
+    )
+)
 def test_random_text_always_translates(model, tokenizer, texts):
     collator = DataCollatorForSeq2Seq(tokenizer, model=model)
     features = [dict(tokenizer(t, text_target=t)) for t in texts]
@@ -175,7 +222,9 @@ def test_random_text_always_translates(model, tokenizer, texts):
 )
 def test_random_token_ids_give_a_result_or_a_documented_error(model, ids, mask_bits):
     width = max((len(row) for row in ids), default=0)
-    tensor = torch.tensor([row + [0] * (width - len(row)) for row in ids], dtype=torch.long).reshape(len(ids), width)
+    tensor = torch.tensor([row + [0] * (width - len(row)) for row in ids], dtype=torch.long).reshape(
+        len(ids), width
+    )
     mask = None
     if mask_bits and tensor.numel():
         flat = (mask_bits * (tensor.numel() // len(mask_bits) + 1))[: tensor.numel()]
@@ -194,7 +243,9 @@ def test_tokenizer_and_config_disagreeing_is_rejected(tokenizer):
     with pytest.raises(ValueError):
         check_tokenizer_matches_config(tokenizer, Seq2SeqAttnConfig(vocab_size=10, pad_token_id=0))
     with pytest.raises(ValueError):
-        check_tokenizer_matches_config(tokenizer, Seq2SeqAttnConfig(vocab_size=len(tokenizer), eos_token_id=3))
+        check_tokenizer_matches_config(
+            tokenizer, Seq2SeqAttnConfig(vocab_size=len(tokenizer), eos_token_id=3)
+        )
 
 
 if __name__ == "__main__":

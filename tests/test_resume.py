@@ -13,17 +13,54 @@ from safetensors.torch import load_file
 from test_train import REPO, write_pairs
 
 ARGS = [
-    "--tokenizer_kind", "word", "--tokenizer_vocab_size", "50", "--embedding_size", "32",
-    "--encoder_hidden_size", "64", "--decoder_hidden_size", "128", "--embedding_dropout", "0.1",
-    "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--max_steps", "200",
-    "--save_strategy", "steps", "--save_steps", "10", "--save_total_limit", "2", "--logging_steps", "4",
-    "--report_to", "none", "--seed", "7", "--num_attention_plots", "0", "--dataloader_num_workers", "0",
+    "--tokenizer_kind",
+    "word",
+    "--tokenizer_vocab_size",
+    "50",
+    "--embedding_size",
+    "32",
+    "--encoder_hidden_size",
+    "64",
+    "--decoder_hidden_size",
+    "128",
+    "--embedding_dropout",
+    "0.1",
+    "--per_device_train_batch_size",
+    "4",
+    "--learning_rate",
+    "3e-3",
+    "--max_steps",
+    "200",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "10",
+    "--save_total_limit",
+    "2",
+    "--logging_steps",
+    "4",
+    "--report_to",
+    "none",
+    "--seed",
+    "7",
+    "--num_attention_plots",
+    "0",
+    "--dataloader_num_workers",
+    "0",
 ]
 
 
 def command(train_file: Path, output: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "scripts" / "train.py"), "--train_file", str(train_file),
-            "--output_dir", str(output), *ARGS, *extra]
+    return [
+        sys.executable,
+        str(REPO / "scripts" / "train.py"),
+        "--train_file",
+        str(train_file),
+        "--output_dir",
+        str(output),
+        *ARGS,
+        *extra,
+    ]
 
 
 def environment() -> dict:
@@ -39,7 +76,11 @@ def kill_after_first_checkpoint(cmd: list[str], output: Path, sig: int) -> None:
     """Start training and send `sig` once the second checkpoint exists: mid-run, ~180 steps before the end."""
     # A shell's background jobs inherit SIGINT as ignored; a user's terminal delivers it, so restore that.
     process = subprocess.Popen(
-        cmd, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cmd,
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
@@ -50,7 +91,9 @@ def kill_after_first_checkpoint(cmd: list[str], output: Path, sig: int) -> None:
     time.sleep(0.05)
     process.send_signal(sig)
     process.wait(timeout=120)
-    assert not (output / "model.safetensors").exists(), "the run finished before the signal; nothing was interrupted"
+    assert not (output / "model.safetensors").exists(), (
+        "the run finished before the signal; nothing was interrupted"
+    )
     if sig == signal.SIGINT:
         err = process.stderr.read()
         assert "resume with --resume_from_checkpoint" in err, err[-2000:]

@@ -38,7 +38,9 @@ def test_budget_state_is_saved_and_restored(tmp_path):
 
 def test_budget_stops_at_its_end_and_saves_only_when_saving_is_on(tmp_path):
     budget = TimeBudget(minutes=1, elapsed_seconds=0)
-    budget.on_train_begin(TrainingArguments(output_dir=str(tmp_path), report_to="none"), TrainerState(), TrainerControl())
+    budget.on_train_begin(
+        TrainingArguments(output_dir=str(tmp_path), report_to="none"), TrainerState(), TrainerControl()
+    )
     budget._offset = 61.0  # a minute and a second already spent
     for strategy, expect_save in (("no", False), ("steps", True)):
         args = TrainingArguments(output_dir=str(tmp_path), save_strategy=strategy, report_to="none")
@@ -79,10 +81,14 @@ def test_killed_run_resumes_its_budget_and_learning_rate_curve(tmp_path):
     write_pairs(train_file, 64)
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "--train_file", str(train_file),
                "--output_dir", str(output), *ARGS]  # fmt: skip
-    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 400
     while not any((checkpoint_elapsed(c) or 0) >= 50 for c in output.glob("checkpoint-*")):
-        assert process.poll() is None, "training ended before it could be killed: " + process.stderr.read()[-2000:]
+        assert process.poll() is None, (
+            "training ended before it could be killed: " + process.stderr.read()[-2000:]
+        )
         assert time.monotonic() < deadline
         time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
@@ -159,7 +165,15 @@ json.dump([trainer.state.global_step, budget.elapsed_seconds, lrs], open(f"{outp
 def test_two_ranks_follow_rank_zeros_clock_and_end_with_equal_weights(tmp_path):
     script = tmp_path / "ddp_budget.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tmp_path),
+    ]
     result = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-4000:]
     first, second = (load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1))

@@ -28,11 +28,34 @@ def write_pairs(path: Path, count: int, offset: int = 0) -> None:
 
 
 TINY = [
-    "--tokenizer_kind", "word", "--tokenizer_vocab_size", "50",
-    "--embedding_size", "16", "--encoder_hidden_size", "16", "--decoder_hidden_size", "32",
-    "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
-    "--learning_rate", "5e-3", "--logging_steps", "2", "--report_to", "none", "--seed", "1",
-    "--num_attention_plots", "2", "--num_samples_to_print", "2", "--test_num_beams", "2",
+    "--tokenizer_kind",
+    "word",
+    "--tokenizer_vocab_size",
+    "50",
+    "--embedding_size",
+    "16",
+    "--encoder_hidden_size",
+    "16",
+    "--decoder_hidden_size",
+    "32",
+    "--per_device_train_batch_size",
+    "8",
+    "--per_device_eval_batch_size",
+    "8",
+    "--learning_rate",
+    "5e-3",
+    "--logging_steps",
+    "2",
+    "--report_to",
+    "none",
+    "--seed",
+    "1",
+    "--num_attention_plots",
+    "2",
+    "--num_samples_to_print",
+    "2",
+    "--test_num_beams",
+    "2",
 ]
 
 
@@ -49,10 +72,29 @@ def data_dir(tmp_path_factory):
 def trained(data_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("out") / "model"
     argv = [
-        "--train_file", str(data_dir / "train.jsonl"), "--validation_file", str(data_dir / "dev.jsonl"),
-        "--test_file", str(data_dir / "test.jsonl"), "--output_dir", str(output),
-        "--max_steps", "12", "--eval_strategy", "steps", "--eval_steps", "6", "--save_strategy", "steps",
-        "--save_steps", "6", "--load_best_model_at_end", "True", "--metric_for_best_model", "bleu", *TINY,
+        "--train_file",
+        str(data_dir / "train.jsonl"),
+        "--validation_file",
+        str(data_dir / "dev.jsonl"),
+        "--test_file",
+        str(data_dir / "test.jsonl"),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "12",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "6",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "6",
+        "--load_best_model_at_end",
+        "True",
+        "--metric_for_best_model",
+        "bleu",
+        *TINY,
     ]
     assert train_main(argv) == 0
     return output
@@ -61,9 +103,18 @@ def trained(data_dir, tmp_path_factory):
 def test_train_script_saves_everything(trained):
     files = {p.name for p in trained.iterdir()}
     expected = {
-        "model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-        "configuration_seq2seq_attn.py", "modeling_seq2seq_attn.py", "pipeline_seq2seq_attn.py",
-        "README.md", "attention_0.png", "attention_1.png", "results.json",
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "configuration_seq2seq_attn.py",
+        "modeling_seq2seq_attn.py",
+        "pipeline_seq2seq_attn.py",
+        "README.md",
+        "attention_0.png",
+        "attention_1.png",
+        "results.json",
     }
     assert expected <= files, expected - files
     config = json.loads((trained / "config.json").read_text())
@@ -98,7 +149,9 @@ def test_saved_folder_translates_in_fresh_process_without_package(trained, tmp_p
         """
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "FRESH-OK" in result.stdout
 
@@ -127,7 +180,9 @@ class CommitRecorder:
         monkeypatch.setattr(HfApi, "_validate_yaml", self.validate_yaml)
 
     def validate_yaml(self, content: str, **kwargs):
-        assert isinstance(yaml.safe_load(content.split("---")[1]), dict), "the card's metadata must be a mapping"
+        assert isinstance(yaml.safe_load(content.split("---")[1]), dict), (
+            "the card's metadata must be a mapping"
+        )
 
     def create_commit(self, repo_id: str, operations, **kwargs):
         for operation in operations:
@@ -148,14 +203,43 @@ def test_push_sends_the_model_and_nothing_pickled_or_secret(data_dir, tmp_path, 
     token = "hf_fakeTOKEN0123456789abcdefXYZ"
     recorder = CommitRecorder(monkeypatch)
     output = tmp_path / "m"
-    argv = ["--train_file", str(data_dir / "train.jsonl"), "--validation_file", str(data_dir / "dev.jsonl"),
-            "--output_dir", str(output), "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2",
-            "--eval_strategy", "steps", "--eval_steps", "2",
-            "--push_to_hub", "True", "--hub_model_id", "someone/pushed", "--hub_token", token, *TINY]
+    argv = [
+        "--train_file",
+        str(data_dir / "train.jsonl"),
+        "--validation_file",
+        str(data_dir / "dev.jsonl"),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "2",
+        "--push_to_hub",
+        "True",
+        "--hub_model_id",
+        "someone/pushed",
+        "--hub_token",
+        token,
+        *TINY,
+    ]
     assert train_main(argv) == 0
     assert recorder.repos == ["someone/pushed"]
-    needed = {"model.safetensors", "config.json", "modeling_seq2seq_attn.py", "configuration_seq2seq_attn.py",
-              "pipeline_seq2seq_attn.py", "tokenizer.json", "generation_config.json", "README.md"}
+    needed = {
+        "model.safetensors",
+        "config.json",
+        "modeling_seq2seq_attn.py",
+        "configuration_seq2seq_attn.py",
+        "pipeline_seq2seq_attn.py",
+        "tokenizer.json",
+        "generation_config.json",
+        "README.md",
+    }
     assert needed <= set(recorder.paths), needed - set(recorder.paths)
     assert not [p for p in recorder.paths if p.startswith("checkpoint-")], "training state is not the model"
     assert_nothing_pickled_or_secret(recorder.paths, recorder.contents, token)
@@ -170,8 +254,17 @@ def test_push_sends_the_model_and_nothing_pickled_or_secret(data_dir, tmp_path, 
 def test_push_folder_patterns_are_what_upload_folder_applies(tmp_path, monkeypatch):
     from hf_seq2seq_attn.hub import push_folder
 
-    for name in ("model.safetensors", "config.json", "checkpoint-4/optimizer.pt", "checkpoint-4/model.safetensors",
-                 "runs/events", "extra.pt", "training_args.bin", "state.pkl", "rng_state.pth"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "checkpoint-4/optimizer.pt",
+        "checkpoint-4/model.safetensors",
+        "runs/events",
+        "extra.pt",
+        "training_args.bin",
+        "state.pkl",
+        "rng_state.pth",
+    ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
     recorder = CommitRecorder(monkeypatch)
@@ -182,12 +275,36 @@ def test_push_folder_patterns_are_what_upload_folder_applies(tmp_path, monkeypat
 def test_nested_translation_columns_and_csv(tmp_path):
     rows = [{"translation": {"es": s, "en": t}} for s, t in zip(WORDS, ENGLISH, strict=True)] * 4
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    argv = ["--train_file", str(tmp_path / "train.jsonl"), "--source_column", "translation", "--target_column",
-            "translation", "--source_lang", "es", "--target_lang", "en", "--output_dir", str(tmp_path / "m"),
-            "--max_steps", "2", *TINY]
+    argv = [
+        "--train_file",
+        str(tmp_path / "train.jsonl"),
+        "--source_column",
+        "translation",
+        "--target_column",
+        "translation",
+        "--source_lang",
+        "es",
+        "--target_lang",
+        "en",
+        "--output_dir",
+        str(tmp_path / "m"),
+        "--max_steps",
+        "2",
+        *TINY,
+    ]
     assert train_main(argv) == 0
-    (tmp_path / "train.csv").write_text("source,target\n" + "\n".join(f"{s},{t}" for s, t in zip(WORDS, ENGLISH, strict=True)))
-    argv = ["--train_file", str(tmp_path / "train.csv"), "--output_dir", str(tmp_path / "m2"), "--max_steps", "2", *TINY]
+    (tmp_path / "train.csv").write_text(
+        "source,target\n" + "\n".join(f"{s},{t}" for s, t in zip(WORDS, ENGLISH, strict=True))
+    )
+    argv = [
+        "--train_file",
+        str(tmp_path / "train.csv"),
+        "--output_dir",
+        str(tmp_path / "m2"),
+        "--max_steps",
+        "2",
+        *TINY,
+    ]
     assert train_main(argv) == 0
 
 
@@ -205,10 +322,29 @@ def test_every_config_field_is_a_command_line_option():
 def test_two_process_ddp_with_torchrun(data_dir, tmp_path):
     output = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(REPO / "scripts" / "train.py"),
-        "--train_file", str(data_dir / "train.jsonl"), "--validation_file", str(data_dir / "dev.jsonl"),
-        "--test_file", str(data_dir / "test.jsonl"), "--output_dir", str(output), "--max_steps", "4",
-        "--eval_strategy", "steps", "--eval_steps", "4", "--save_strategy", "no", *TINY,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "scripts" / "train.py"),
+        "--train_file",
+        str(data_dir / "train.jsonl"),
+        "--validation_file",
+        str(data_dir / "dev.jsonl"),
+        "--test_file",
+        str(data_dir / "test.jsonl"),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "4",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "4",
+        "--save_strategy",
+        "no",
+        *TINY,
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -226,8 +362,12 @@ def test_validation_metrics_line_up_with_references_under_length_grouping(data_d
 
     lengths = [5, 1, 9, 2, 7, 3, 8, 4]
     dataset = Dataset.from_dict({"input_ids": [[5] * n for n in lengths]})
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), train_sampling_strategy="group_by_length",
-                                    per_device_eval_batch_size=2, report_to="none")
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path),
+        train_sampling_strategy="group_by_length",
+        per_device_eval_batch_size=2,
+        report_to="none",
+    )
     trainer = Seq2SeqAttnTrainer(model=__import__("torch").nn.Linear(1, 1), args=args)
     assert list(trainer._get_eval_sampler(dataset)) == list(range(len(lengths)))
 
@@ -237,10 +377,30 @@ def test_two_process_ddp_with_accelerate_launch(data_dir, tmp_path):
     # `--cpu --num_processes 2` silently starts one process; `--multi_gpu` starts two, and train.py adds use_cpu (gloo).
     output = tmp_path / "accelerate"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "scripts" / "train.py"),
-        "--train_file", str(data_dir / "train.jsonl"), "--test_file", str(data_dir / "test.jsonl"),
-        "--output_dir", str(output), "--max_steps", "4", "--save_strategy", "no", *TINY,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "scripts" / "train.py"),
+        "--train_file",
+        str(data_dir / "train.jsonl"),
+        "--test_file",
+        str(data_dir / "test.jsonl"),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "4",
+        "--save_strategy",
+        "no",
+        *TINY,
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -267,7 +427,9 @@ def test_every_shipped_recipe_parses_and_flags_override_it(tmp_path):
                     break
             else:
                 raise AssertionError(f"recipe {name}: {key} is not an option")
-    _, data_args, training_args = parse_train_args(["--recipe", "demo", "--max_train_minutes", "1", "--learning_rate", "0.01"])
+    _, data_args, training_args = parse_train_args(
+        ["--recipe", "demo", "--max_train_minutes", "1", "--learning_rate", "0.01"]
+    )
     assert data_args.max_train_minutes == 1 and training_args.learning_rate == 0.01
     assert training_args.output_dir == "outputs/demo"
     mine = tmp_path / "mine.yaml"
@@ -279,7 +441,11 @@ def test_every_shipped_recipe_parses_and_flags_override_it(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("- just\n- a list\n", "mapping of option names"), ("a: [1,\n", "not valid YAML"), (None, "not a shipped recipe")],
+    [
+        ("- just\n- a list\n", "mapping of option names"),
+        ("a: [1,\n", "not valid YAML"),
+        (None, "not a shipped recipe"),
+    ],
 )
 def test_bad_recipe_is_one_error_line(tmp_path, capsys, text, message):
     path = tmp_path / "bad.yaml"
@@ -291,8 +457,21 @@ def test_bad_recipe_is_one_error_line(tmp_path, capsys, text, message):
 
 def test_bundled_dataset_trains_and_documents_its_languages(tmp_path):
     output = tmp_path / "bundled"
-    argv = ["--dataset_name", "bundled:bible_es_en", "--max_train_samples", "64", "--max_test_samples", "4",
-            "--num_attention_plots", "1", "--output_dir", str(output), "--max_steps", "2", *TINY]
+    argv = [
+        "--dataset_name",
+        "bundled:bible_es_en",
+        "--max_train_samples",
+        "64",
+        "--max_test_samples",
+        "4",
+        "--num_attention_plots",
+        "1",
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "2",
+        *TINY,
+    ]
     assert train_main(argv) == 0
     card = yaml.safe_load((output / "README.md").read_text().split("---")[1])
     assert card["language"] == ["en", "es"]
@@ -301,8 +480,21 @@ def test_bundled_dataset_trains_and_documents_its_languages(tmp_path):
 
 def test_budgeted_run_shows_minutes_and_leaves_no_unused_checkpoint(data_dir, tmp_path, capsys, recwarn):
     output = tmp_path / "budget"
-    argv = ["--train_file", str(data_dir / "train.jsonl"), "--output_dir", str(output), "--max_train_minutes", "0.05",
-            "--num_train_epochs", "1000", "--save_strategy", "no", "--disable_tqdm", "False", *TINY]
+    argv = [
+        "--train_file",
+        str(data_dir / "train.jsonl"),
+        "--output_dir",
+        str(output),
+        "--max_train_minutes",
+        "0.05",
+        "--num_train_epochs",
+        "1000",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "False",
+        *TINY,
+    ]
     assert train_main(argv) == 0
     assert not list(output.glob("checkpoint-*")), "save_strategy no: nothing uses a checkpoint"
     err = capsys.readouterr().err
