@@ -233,8 +233,7 @@ def _int8_rnn_weights(model_proto) -> None:
 
     graph = model_proto.graph
     initializers = {init.name: init for init in graph.initializer}
-    replaced: set[str] = set()
-    new_nodes = []
+    new_nodes: list = []
     for node in graph.node:
         if node.op_type in ("GRU", "RNN"):
             for position in (1, 2):  # W (D, G, I) and R (D, G, H)
@@ -263,7 +262,6 @@ def _int8_rnn_weights(model_proto) -> None:
                     )
                 )
                 node.input[position] = f"{prefix}_fp32"
-                replaced.add(name)
         new_nodes.append(node)
     del graph.node[:]
     graph.node.extend(new_nodes)

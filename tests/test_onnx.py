@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import numpy as np
 import pytest
@@ -255,7 +256,11 @@ def test_translation_pipeline_and_translate_with_onnx_model(tmp_path):
     expected = Seq2SeqAttnTranslationPipeline(model=model, tokenizer=tokenizer)(SOURCES, num_beams=3)
     got = Seq2SeqAttnTranslationPipeline(model=onnx_model, tokenizer=onnx_tokenizer)(SOURCES, num_beams=3)
     assert got == expected
-    for kwargs in (dict(num_beams=1), dict(num_beams=3, num_return_sequences=2, return_scores=True)):
+    options: tuple[dict[str, Any], ...] = (
+        dict(num_beams=1),
+        dict(num_beams=3, num_return_sequences=2, return_scores=True),
+    )
+    for kwargs in options:
         got_texts = translate(onnx_model, onnx_tokenizer, SOURCES, max_new_tokens=6, **kwargs)
         expected_texts = translate(model, tokenizer, SOURCES, max_new_tokens=6, **kwargs)
         if kwargs.get("return_scores"):
