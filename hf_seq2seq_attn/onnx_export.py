@@ -415,10 +415,8 @@ EPILOG = """examples:
   seq2seq-attn export --model outputs/demo --output outputs/demo-onnx
   seq2seq-attn export --model outputs/demo --output outputs/demo-onnx --int8
 
-then translate with ONNX Runtime:
-  python -c "from hf_seq2seq_attn.modeling_ort import load_onnx_model_and_tokenizer as load; \\
-             from hf_seq2seq_attn.inference import translate; \\
-             m, t = load('outputs/demo-onnx'); print(translate(m, t, ['Sea la luz.']))"
+then translate with ONNX Runtime (int8 graphs when the folder has them):
+  echo "Y dijo Dios: Sea la luz." | seq2seq-attn translate --model outputs/demo-onnx --backend onnx
 """
 
 
