@@ -224,7 +224,8 @@ def parse_train_args(argv: list[str]) -> tuple[Any, DataArguments, Seq2SeqTraini
         argv = [*argv, "--use_cpu", "True"]
     if "--output_dir" not in given:
         argv = [*argv, "--output_dir", DEFAULT_OUTPUT_DIR]
-    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
+    # ModelArguments is a dataclass made at import (`make_dataclass`), which mypy sees as a plain `type`.
+    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))  # type: ignore[arg-type]
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=[*recipe_flags, *argv])
     if data_args.task not in TASKS:
         raise DataError(f"--task must be one of {TASKS}; got {data_args.task!r}.")

@@ -17,7 +17,7 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Any
+from typing import Any, cast
 
 # name -> ("module:function", one-line help). Modules are imported only when their command runs, so
 # `seq2seq-attn translate` does not pay for the trainer, and optional extras are needed only by their command.
@@ -157,12 +157,16 @@ def read_sentences(path: str | None) -> list[str]:
     """One sentence per line of `path` (stdin when None); a non-UTF-8 line is reported by number."""
     from .data import utf8_lines
 
+    raw: list[bytes] | list[str]
     if path is None:
         name, raw = "stdin", getattr(sys.stdin, "buffer", sys.stdin).readlines()  # bytes when possible
     else:
         with open(path, "rb") as handle:
             name, raw = path, handle.readlines()
-    lines = raw if raw and isinstance(raw[0], str) else [text for _, text in utf8_lines(raw, name)]
+    if raw and isinstance(raw[0], str):  # a text stream without a byte buffer (e.g. a test's StringIO)
+        lines = [str(line) for line in raw]
+    else:
+        lines = [text for _, text in utf8_lines(cast("list[bytes]", raw), name)]
     sentences = [line.rstrip("\r\n") for line in lines]
     if sentences and sentences[0].startswith("\ufeff"):  # a byte-order mark is not part of the text
         sentences[0] = sentences[0][1:]

@@ -390,11 +390,12 @@ def load_splits(
         raise DataError(
             "Give --train_file (and --validation_file/--test_file), --dataset_name, or --recipe demo."
         )
-    dev, test = (read(f) if f else None for f in (validation_file, test_file))
+    validation_pairs = read(validation_file) if validation_file else None
+    test_pairs = read(test_file) if test_file else None
     return Splits(
         read(train_file),
-        dev,
-        test,
+        validation_pairs,
+        test_pairs,
         name=Path(train_file).stem,
         source_lang=source_lang or "src",
         target_lang=target_lang or "tgt",

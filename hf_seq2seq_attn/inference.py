@@ -24,6 +24,10 @@ from .tokenization_seq2seq_attn import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
+# A model with `generate()`: `Seq2SeqAttnForConditionalGeneration`, or the ONNX Runtime-backed
+# `Seq2SeqAttnOnnxModel` (a `PreTrainedModel` + `GenerationMixin` that is not a torch module underneath).
+GenerativeModel = Any
+
 WEIGHTS_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -131,7 +135,7 @@ def _generation_kwargs(
 
 
 def _mean_token_log_probs(
-    model: PreTrainedModel,
+    model: GenerativeModel,
     sequences: torch.Tensor,
     logits: tuple[torch.Tensor, ...],
     eos_token_id: int | None,
@@ -157,7 +161,7 @@ def _mean_token_log_probs(
 
 
 def translate(
-    model: PreTrainedModel,
+    model: GenerativeModel,
     tokenizer: Any,
     sentences: Sequence[str],
     batch_size: int = 32,
@@ -260,7 +264,7 @@ def translate(
 # --------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def attention_for(
-    model: PreTrainedModel,
+    model: GenerativeModel,
     tokenizer: Any,
     source: str,
     max_new_tokens: int | None = None,

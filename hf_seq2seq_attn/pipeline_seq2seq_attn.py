@@ -53,12 +53,22 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
     sequence is returned (as the transformers 4 translation pipeline did).
     """
 
-    _pipeline_calls_generate = True
-    _load_tokenizer = True
-    _load_processor = False
-    _load_image_processor = False
-    _load_video_processor = False
-    _load_feature_extractor = False
+    # The base class declares these flags as `None` ("not set"); mypy reads that as their type.
+    _pipeline_calls_generate = True  # type: ignore[assignment]
+    _load_tokenizer = True  # type: ignore[assignment]
+    _load_processor = False  # type: ignore[assignment]
+    _load_image_processor = False  # type: ignore[assignment]
+    _load_video_processor = False  # type: ignore[assignment]
+    _load_feature_extractor = False  # type: ignore[assignment]
+
+    @property
+    def _text_tokenizer(self) -> Any:
+        """The tokenizer, which this pipeline always loads (`_load_tokenizer`)."""
+        if self.tokenizer is None:
+            raise ValueError(
+                "This pipeline needs the model's tokenizer: pass tokenizer=... or a model folder with one."
+            )
+        return self.tokenizer
 
     def _sanitize_parameters(
         self,
@@ -83,7 +93,7 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
             postprocess_params["return_alignments"] = return_alignments
         return preprocess_params, generate_kwargs, postprocess_params
 
-    def __call__(self, inputs: str | list[str], **kwargs: Any) -> list:
+    def __call__(self, inputs: str | list[str], **kwargs: Any) -> list:  # type: ignore[override]
         """Translate one string or a list of strings (see the class docstring for the return shape)."""
         results = super().__call__(inputs, **kwargs)
         if isinstance(inputs, list) and all(
@@ -92,22 +102,22 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
             return [result[0] for result in results]
         return results
 
-    def preprocess(self, inputs: str, truncation: bool = False) -> dict[str, torch.Tensor]:
+    def preprocess(self, inputs: str, truncation: bool = False) -> dict[str, torch.Tensor]:  # type: ignore[override]
         if not isinstance(inputs, str):
             raise TypeError(
                 f"{type(self).__name__} translates strings or lists of strings; got {type(inputs).__name__}."
             )
         # Right padding is what the model's encoder expects (it packs sequences by length).
-        return self.tokenizer(inputs, truncation=truncation, return_tensors="pt")
+        return self._text_tokenizer(inputs, truncation=truncation, return_tensors="pt")
 
-    def _forward(
+    def _forward(  # type: ignore[override]
         self, model_inputs: dict[str, torch.Tensor], return_alignments: bool = False, **generate_kwargs: Any
     ) -> dict[str, torch.Tensor]:
         input_ids = model_inputs["input_ids"]
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
         if return_alignments:
             generate_kwargs.update(output_attentions=True, return_dict_in_generate=True)
-        output = self.model.generate(
+        output = self.model.generate(  # type: ignore[operator]
             input_ids=input_ids, attention_mask=model_inputs.get("attention_mask"), **generate_kwargs
         )
         output_ids = output.sequences if return_alignments else output
@@ -120,7 +130,7 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
         attention = attention.reshape(batch_size, -1, *attention.shape[1:])  # (B, n, steps, N, S)
         return {"output_ids": output_ids, "attentions": attention, "source_ids": input_ids}
 
-    def postprocess(
+    def postprocess(  # type: ignore[override]
         self,
         model_outputs: dict[str, torch.Tensor],
         skip_special_tokens: bool = True,
@@ -128,7 +138,7 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
         return_alignments: bool | str = False,
     ) -> list[dict[str, Any]]:
         sequences = model_outputs["output_ids"][0]  # (n, L)
-        texts = self.tokenizer.batch_decode(
+        texts = self._text_tokenizer.batch_decode(
             sequences,
             skip_special_tokens=skip_special_tokens,
             clean_up_tokenization_spaces=clean_up_tokenization_spaces,
@@ -136,9 +146,9 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
         results: list[dict[str, Any]] = [{"translation_text": text} for text in texts]
         if return_alignments:
             alignment = _alignment_module()
-            pad = self.tokenizer.pad_token_id
+            pad = self._text_tokenizer.pad_token_id
             source_ids = [token for token in model_outputs["source_ids"][0].tolist() if token != pad]
-            eos = {self.tokenizer.eos_token_id}
+            eos = {self._text_tokenizer.eos_token_id}
             for result, sequence, weights in zip(
                 results, sequences, model_outputs["attentions"][0], strict=True
             ):

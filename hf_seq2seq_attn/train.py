@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -57,12 +57,13 @@ CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 
 def build_tokenizer(data: DataArguments, splits: Splits, args: Seq2SeqTrainingArguments, resuming: bool):
     """Load, or train on the training split (main process first; the others load its result)."""
-    saved = os.path.join(args.output_dir, "tokenizer.json")
+    output_dir = str(args.output_dir)
+    saved = os.path.join(output_dir, "tokenizer.json")
     with args.main_process_first(local=False, desc="tokenizer"):
         if data.tokenizer_name:
             return load_tokenizer(data.tokenizer_name)
         if os.path.exists(saved) and (resuming or not args.should_save):
-            return load_tokenizer(args.output_dir)
+            return load_tokenizer(output_dir)
         tokenizer = train_tokenizer(
             [*splits.train.sources, *splits.train.targets],
             kind=data.tokenizer_kind,
@@ -70,7 +71,7 @@ def build_tokenizer(data: DataArguments, splits: Splits, args: Seq2SeqTrainingAr
             model_max_length=max(data.max_source_length, data.max_target_length),
         )
         if args.should_save:
-            tokenizer.save_pretrained(args.output_dir)
+            tokenizer.save_pretrained(output_dir)
         return tokenizer
 
 
@@ -108,7 +109,7 @@ def _resume_checkpoint(args: Seq2SeqTrainingArguments) -> str | None:
     """`--resume_from_checkpoint True|last` -> the newest complete checkpoint; a path stays a path."""
     resume = args.resume_from_checkpoint
     if resume in ("True", "true", "last"):
-        resume = last_complete_checkpoint(args.output_dir)
+        resume = last_complete_checkpoint(str(args.output_dir))
         if resume is None:
             raise DataError(
                 f"--resume_from_checkpoint: no checkpoint-* folder in {args.output_dir!r} to resume from."
@@ -141,13 +142,13 @@ def run(argv: list[str]) -> int:
     if args.eval_strategy != "no" and splits.validation is None:
         raise DataError("Evaluation during training needs --validation_file (or pass --eval_strategy no).")
     if args.should_save:
-        os.makedirs(args.output_dir, exist_ok=True)
+        os.makedirs(str(args.output_dir), exist_ok=True)
     tokenizer = build_tokenizer(data, splits, args, resuming=resume is not None)
     model = build_model(model_args, tokenizer)
     set_generation_defaults(model, data, tokenizer)
     if args.should_save:
         check_output_dir(
-            args.output_dir, needed_bytes=3 * model_bytes(model) * (2 + (args.save_total_limit or 3))
+            str(args.output_dir), needed_bytes=3 * model_bytes(model) * (2 + (args.save_total_limit or 3))
         )
     logger.info("Model: %s parameters; %d training pairs", f"{model.num_parameters():,}", len(splits.train))
 
@@ -227,7 +228,7 @@ def finish(
     from .plotting import plot_attention
 
     args = trainer.args
-    model = trainer.model.eval()
+    model = cast(Seq2SeqAttnForConditionalGeneration, trainer.model).eval()
     output_dir = str(args.output_dir)  # set at parse time (recipe, flag or the default)
     set_generation_defaults(model, data, tokenizer)  # Seq2SeqTrainer writes its eval lengths into it
     trainer.save_model(output_dir)  # weights, config, code, and (as processing_class) the tokenizer

@@ -163,7 +163,9 @@ class Seq2SeqAttnTrainer(Seq2SeqTrainer):
             return super().create_scheduler(num_training_steps, optimizer)
         if self.lr_scheduler is None:
             warmup = self.args.get_warmup_steps(num_training_steps)
-            self.lr_scheduler = LambdaLR(optimizer or self.optimizer, self.time_budget.lr_factor(warmup))
+            optimizer = optimizer or self.optimizer
+            assert optimizer is not None, "Trainer creates the optimizer before the scheduler"
+            self.lr_scheduler = LambdaLR(optimizer, self.time_budget.lr_factor(warmup))
         return self.lr_scheduler
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -174,7 +176,7 @@ class Seq2SeqAttnTrainer(Seq2SeqTrainer):
         nothing pickled and nothing secret in it (`to_json_string` masks every `*_token` field).
         """
         super()._save(output_dir, state_dict)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        output_dir = str(output_dir if output_dir is not None else self.args.output_dir)
         if self.args.should_save:
             pickled = os.path.join(output_dir, TRAINING_ARGS_NAME)
             if os.path.exists(pickled):
