@@ -28,7 +28,6 @@ DEFAULT_OUTPUT_DIR = "outputs/model"
 _TOKENIZER_FIELDS = {
     "vocab_size",
     "decoder_vocab_size",
-    "target_vocab_size",
     "pad_token_id",
     "bos_token_id",
     "eos_token_id",

@@ -870,9 +870,21 @@ class Seq2SeqAttnPreTrainedModel(PreTrainedModel):
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, with `auto_map` naming both heads (the base names only `self`'s)."""
+        """`PreTrainedModel.save_pretrained`, plus what makes the folder usable on its own.
+
+        * `auto_map` names both heads (the base method names only `self`'s class);
+        * a model that generates also gets the translation pipeline (its file and `custom_pipelines` in
+          `config.json`), so `pipeline("translation", model=folder, trust_remote_code=True)` works on any
+          folder it saves, not only on those the train command writes.
+        """
         self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self.can_generate() and kwargs.get("is_main_process", True):
+            # A relative import, so that remote code copies the pipeline file along with this one.
+            from .pipeline_seq2seq_attn import add_pipeline_to_folder
+
+            add_pipeline_to_folder(save_directory)
+        return result
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
         # Built in `__init__` from both embedding flags; the base method would drop the encoder/decoder

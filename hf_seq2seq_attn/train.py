@@ -224,15 +224,13 @@ def finish(
 ) -> None:
     """Save everything, score the test split, draw attention, write the model card, push."""
     from .inference import attention_for, translate
-    from .pipeline_seq2seq_attn import add_pipeline_to_folder
     from .plotting import plot_attention
 
     args = trainer.args
     model = cast(Seq2SeqAttnForConditionalGeneration, trainer.model).eval()
     output_dir = str(args.output_dir)  # set at parse time (recipe, flag or the default)
     set_generation_defaults(model, data, tokenizer)  # Seq2SeqTrainer writes its eval lengths into it
-    trainer.save_model(output_dir)  # weights, config, code, and (as processing_class) the tokenizer
-    add_pipeline_to_folder(output_dir)
+    trainer.save_model(output_dir)  # weights, config, code, pipeline, and (as processing_class) the tokenizer
     trainer.save_state()  # trainer_state.json: the log history (learning rate, loss, budget used per step)
     results: dict[str, Any] = {
         "train_minutes": round(outcome.minutes, 2),

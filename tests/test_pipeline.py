@@ -34,9 +34,14 @@ def model_and_tokenizer():
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    path = save_tiny_model(tmp_path_factory.mktemp("tiny_pipeline"))
-    add_pipeline_to_folder(path)
-    return path
+    # A plain `save_pretrained` folder: the model adds the pipeline itself (nothing else is called here).
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_pipeline"))
+
+
+def test_save_pretrained_writes_the_pipeline(folder):
+    config = json.loads((Path(folder) / "config.json").read_text())
+    assert config["custom_pipelines"]["translation"] == EXPECTED_ENTRY
+    assert (Path(folder) / "pipeline_seq2seq_attn.py").read_text() == Path(pipeline_module.__file__).read_text()
 
 
 def test_direct_pipeline_outputs(model_and_tokenizer):
