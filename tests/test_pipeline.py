@@ -41,7 +41,9 @@ def folder(tmp_path_factory):
 def test_save_pretrained_writes_the_pipeline(folder):
     config = json.loads((Path(folder) / "config.json").read_text())
     assert config["custom_pipelines"]["translation"] == EXPECTED_ENTRY
-    assert (Path(folder) / "pipeline_seq2seq_attn.py").read_text() == Path(pipeline_module.__file__).read_text()
+    assert (Path(folder) / "pipeline_seq2seq_attn.py").read_text() == Path(
+        pipeline_module.__file__
+    ).read_text()
 
 
 def test_direct_pipeline_outputs(model_and_tokenizer):
