@@ -211,6 +211,7 @@ class Seq2SeqAttnConfig(PretrainedConfig):
 
     def _validate_attention_shapes(self) -> None:
         heads, width = self.num_attention_heads, self.attention_size
+        assert width is not None, "attention_size is resolved in __post_init__ before validation"
         if heads > 1 and width % heads:
             raise ValueError(
                 f"attention_size ({width}) must be divisible by num_attention_heads ({heads}); "
@@ -226,6 +227,7 @@ class Seq2SeqAttnConfig(PretrainedConfig):
             )
 
     def _validate_special_tokens(self) -> None:
+        assert self.decoder_vocab_size is not None, "decoder_vocab_size is resolved in __post_init__"
         vocab = min(self.vocab_size, self.decoder_vocab_size)
         for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)

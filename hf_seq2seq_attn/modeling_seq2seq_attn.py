@@ -25,7 +25,9 @@ proved equal to them by `tests/test_fast_paths.py`:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +43,8 @@ from .configuration_seq2seq_attn import Seq2SeqAttnConfig
 
 logger = logging.get_logger(__name__)
 
-RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
+# Callables, not `type[nn.RNNBase]`: the base class's constructor takes the mode first, its subclasses do not.
+RNN_CLASSES: dict[str, Callable[..., nn.RNNBase]] = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 # Written into every saved config so each Auto class finds the remote code, whichever head was saved.
 AUTO_MAP = {
     "AutoConfig": "configuration_seq2seq_attn.Seq2SeqAttnConfig",
@@ -75,8 +78,7 @@ def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
     target, never per generated token.
     """
     check_integer_ids(ids, name)
-    low, high = torch.aminmax(ids)
-    low, high = int(low), int(high)
+    low, high = (int(value) for value in torch.aminmax(ids))
     if low < 0 or high >= vocab_size:
         bad = low if low < 0 else high
         raise ValueError(
@@ -194,6 +196,7 @@ class Seq2SeqAttnAttention(nn.Module):
             config.encoder_output_size,
             config.attention_size,
         )
+        assert width is not None, "attention_size is resolved by Seq2SeqAttnConfig.__post_init__"
         self.query_proj: nn.Linear | None = None
         self.key_proj: nn.Linear | None = None
         self.value_proj: nn.Linear | None = None
@@ -239,6 +242,7 @@ class Seq2SeqAttnAttention(nn.Module):
             values = encoder_hidden_states.unsqueeze(1)  # (B, 1, S, K)
             keys = self.key_proj(encoder_hidden_states).unsqueeze(1) if self.key_proj is not None else values
         else:
+            assert self.key_proj is not None, "several heads: __init__ made all four projections"
             keys = self._split_heads(self.key_proj(encoder_hidden_states))  # (B, N, S, D)
             values = self._split_heads(self.value_proj(encoder_hidden_states))  # (B, N, S, D)
         return self.prepare_keys(keys), values
@@ -374,10 +378,12 @@ class Seq2SeqAttnEncoderOutput(ModelOutput):
         hidden_states: with `output_hidden_states`, `(embeddings (B, S, E), last_hidden_state)`.
     """
 
-    last_hidden_state: torch.FloatTensor | None = None
-    final_hidden_state: torch.FloatTensor | None = None
-    attention_mask: torch.BoolTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    # Plain `torch.Tensor`: what the encoder (and the ONNX Runtime model) return; torch ops never
+    # produce the legacy `FloatTensor` / `BoolTensor` classes.
+    last_hidden_state: torch.Tensor | None = None
+    final_hidden_state: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 def source_mask(
@@ -454,7 +460,9 @@ class Seq2SeqAttnEncoder(nn.Module):
             [`Seq2SeqAttnEncoderOutput`] (`output_attentions` is accepted for API compatibility; an RNN
             encoder has no self-attention).
         """
-        mask = source_mask(input_ids, attention_mask, self.config.pad_token_id)
+        pad_token_id = self.config.pad_token_id
+        assert pad_token_id is not None, "Seq2SeqAttnConfig refuses a config without pad_token_id"
+        mask = source_mask(input_ids, attention_mask, pad_token_id)
         check_token_ids(input_ids, self.embed_tokens.num_embeddings, "input_ids")
         embeddings = self.dropout(self.embed_tokens(input_ids))  # (B, S, E)
         lengths = mask.sum(dim=1)
@@ -596,8 +604,11 @@ class Seq2SeqAttnDecoder(nn.Module):
     def init_cache(self, encoder_outputs: Seq2SeqAttnEncoderOutput) -> Seq2SeqAttnCache:
         """Initial decoder state from the encoder: bridge `s_0 = tanh(W_init [h_fwd; h_bwd])`, keys, zero feed."""
         states, summary = encoder_outputs.last_hidden_state, encoder_outputs.final_hidden_state
+        mask = encoder_outputs.attention_mask
+        assert states is not None and mask is not None, "encoder outputs carry states and their mask"
         batch, layers, hid = states.shape[0], self.config.decoder_layers, self.config.decoder_hidden_size
         if self.bridge is not None:
+            assert summary is not None, "the linear bridge starts from the encoder's final state"
             hidden = (
                 torch.tanh(self.bridge(summary)).view(batch, layers, hid).transpose(0, 1).contiguous()
             )  # (L, B, H)
@@ -609,7 +620,7 @@ class Seq2SeqAttnDecoder(nn.Module):
             cell=torch.zeros_like(hidden) if self.config.rnn_type == "lstm" else None,
             keys=keys,
             values=values,
-            mask=encoder_outputs.attention_mask,
+            mask=mask,
             feed=states.new_zeros(batch, self.config.embedding_size) if self.input_feeding else None,
         )
 
@@ -624,7 +635,8 @@ class Seq2SeqAttnDecoder(nn.Module):
         Returns:
             new hidden and cell, `(L, B, H)` each.
         """
-        new_hidden, new_cell = [], []
+        new_hidden: list[torch.Tensor] = []
+        new_cell: list[torch.Tensor] = []
         for layer in self.rnn_layers:
             if layer.index > 0:
                 x = F.dropout(x, self.config.rnn_dropout, self.training)
@@ -634,7 +646,8 @@ class Seq2SeqAttnDecoder(nn.Module):
                 self.config.rnn_type, gates_x, hidden[layer.index], layer_cell, layer.weight_hh, layer.bias_hh
             )
             new_hidden.append(h)
-            new_cell.append(c)
+            if c is not None:  # LSTM only
+                new_cell.append(c)
             x = h  # (B, H) input of the next layer
         return torch.stack(new_hidden), (torch.stack(new_cell) if cell is not None else None)
 
@@ -762,16 +775,19 @@ class Seq2SeqAttnDecoder(nn.Module):
         # unbind, not gates_emb[:, t]: each select's backward zero-fills and adds a full (B, T, G) grad.
         gates_emb_steps = gates_emb.unbind(1)  # T x (B, G)
         weight_ctx = bottom.weight_ih[:, emb:]  # acts on c_t (Bahdanau) or ~h_{t-1} (input feeding)
-        fuse_query = self.style == "bahdanau" and attention.query_proj is not None
-        if fuse_query:
+        query_proj = attention.query_proj if self.style == "bahdanau" else None
+        fuse_query = query_proj is not None
+        if query_proj is not None:
             gates = top.weight_hh.shape[0]
-            fused_weight = torch.cat([top.weight_hh, attention.query_proj.weight])  # (G + A, H)
-            query_bias = attention.query_proj.bias
+            fused_weight = torch.cat([top.weight_hh, query_proj.weight])  # (G + A, H)
+            query_bias = query_proj.bias
             if query_bias is None:
-                query_bias = top.bias_hh.new_zeros(attention.query_proj.out_features)
+                query_bias = top.bias_hh.new_zeros(query_proj.out_features)
             fused_bias = torch.cat([top.bias_hh, query_bias])  # (G + A,)
         hidden = list(cache.hidden.unbind(0))  # L x (B, H)
-        cell = list(cache.cell.unbind(0)) if cache.cell is not None else [None] * len(layers)
+        cell: list[torch.Tensor | None] = (
+            list(cache.cell.unbind(0)) if cache.cell is not None else [None] * len(layers)
+        )
         feed = cache.feed
         outputs, contexts, all_weights = [], [], []
         for t in range(embeddings.shape[1]):
@@ -787,6 +803,7 @@ class Seq2SeqAttnDecoder(nn.Module):
                 context, weights = attention.attend(query, cache.keys, cache.values, cache.mask)  # (B, 1, K)
                 gates_x = gates_emb_steps[t] + F.linear(context.squeeze(1), weight_ctx)  # (B, G)
             else:
+                assert feed is not None, "Luong with input feeding: the cache carries ~h_{t-1}"
                 gates_x = gates_emb_steps[t] + F.linear(feed, weight_ctx)  # (B, G)
             for layer in layers:
                 if layer.index > 0:
@@ -817,7 +834,8 @@ class Seq2SeqAttnDecoder(nn.Module):
             features = torch.tanh(self.readout(torch.cat([states, context, embeddings], dim=-1)))  # (B, T, E)
         new_cache = cache.advance(
             hidden=torch.stack(hidden),
-            cell=torch.stack(cell) if cache.cell is not None else None,
+            # An LSTM (the only RNN with a cell) sets every layer's cell in the loop.
+            cell=torch.stack(cast("list[torch.Tensor]", cell)) if cache.cell is not None else None,
             feed=feed,
             steps=embeddings.shape[1],
         )
@@ -853,8 +871,12 @@ class Seq2SeqAttnPreTrainedModel(PreTrainedModel):
         kwargs.setdefault("use_safetensors", True)
         want_info = kwargs.pop("output_loading_info", False)
         try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            # transformers annotates the return as the model alone; `output_loading_info=True` makes it a pair.
+            model, info = cast(
+                "tuple[Seq2SeqAttnPreTrainedModel, dict[str, list]]",
+                super().from_pretrained(
+                    pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+                ),
             )
         except SafetensorError as error:
             raise ValueError(
@@ -929,6 +951,7 @@ def _make_embeddings(config: Seq2SeqAttnConfig) -> tuple[nn.Embedding, nn.Embedd
     source = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
     if config.share_encoder_decoder_embeddings:
         return source, source
+    assert config.decoder_vocab_size is not None, "resolved by Seq2SeqAttnConfig.__post_init__"
     target = nn.Embedding(config.decoder_vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
     return source, target
 
@@ -965,17 +988,16 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
         source_embed, target_embed = _make_embeddings(config)
         self.encoder = Seq2SeqAttnEncoder(config, source_embed)
         self.decoder = Seq2SeqAttnDecoder(config, target_embed)
-        self._tied_weights_keys = (
-            {"decoder.embed_tokens.weight": "encoder.embed_tokens.weight"}
-            if config.share_encoder_decoder_embeddings
-            else None
-        )
+        # transformers annotates `_tied_weights_keys` as `dict[str, str]` but defaults it to None (= nothing tied).
+        shared = {"decoder.embed_tokens.weight": "encoder.embed_tokens.weight"}
+        self._tied_weights_keys = shared if config.share_encoder_decoder_embeddings else None  # type: ignore[assignment]
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.embed_tokens
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
+    # Narrower than the base's `nn.Module`: the encoder and decoder read `num_embeddings` and `padding_idx`.
+    def set_input_embeddings(self, value: nn.Embedding) -> None:  # type: ignore[override]
         self.encoder.embed_tokens = value
         if self.config.share_encoder_decoder_embeddings:
             self.decoder.embed_tokens = value
@@ -1023,27 +1045,29 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
             )
         if decoder_input_ids.shape[1] > 1:  # teacher forcing; generation steps (T = 1) skip the host sync
             check_token_ids(decoder_input_ids, self.decoder.embed_tokens.num_embeddings, "decoder_input_ids")
+        encoded: Seq2SeqAttnEncoderOutput
         if encoder_outputs is None:
             if input_ids is None:
                 raise ValueError("Pass `input_ids` (the source) or precomputed `encoder_outputs`.")
-            encoder_outputs = self.encoder(
+            encoded = self.encoder(
                 input_ids, attention_mask, output_hidden_states=output_hidden_states, return_dict=True
             )
         else:
-            encoder_outputs = _as_encoder_output(encoder_outputs, input_ids, self.config.pad_token_id)
-        if encoder_outputs.last_hidden_state.shape[0] != decoder_input_ids.shape[0]:
+            encoded = _as_encoder_output(encoder_outputs, input_ids, self.config.pad_token_id)
+        states = encoded.last_hidden_state
+        assert states is not None, "encoder outputs always carry the encoder states"
+        if states.shape[0] != decoder_input_ids.shape[0]:
             raise ValueError(
-                f"Source batch ({encoder_outputs.last_hidden_state.shape[0]}) and target batch "
-                f"({decoder_input_ids.shape[0]}) differ."
+                f"Source batch ({states.shape[0]}) and target batch ({decoder_input_ids.shape[0]}) differ."
             )
-        cache = past_key_values if past_key_values is not None else self.decoder.init_cache(encoder_outputs)
+        cache = past_key_values if past_key_values is not None else self.decoder.init_cache(encoded)
         features, new_cache, weights = self.decoder(decoder_input_ids, cache)
         output = Seq2SeqModelOutput(
             last_hidden_state=features,
             past_key_values=new_cache if use_cache else None,
             cross_attentions=(weights,) if output_attentions else None,
-            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
-            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_last_hidden_state=states,
+            encoder_hidden_states=encoded.hidden_states,
         )
         return output if return_dict else output.to_tuple()
 
@@ -1057,6 +1081,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
     def __init__(self, config: Seq2SeqAttnConfig):
         super().__init__(config)
         self.model = Seq2SeqAttnModel(config)
+        assert config.decoder_vocab_size is not None, "resolved by Seq2SeqAttnConfig.__post_init__"
         self.lm_head = nn.Linear(config.embedding_size, config.decoder_vocab_size)
         tied = {}
         if config.share_encoder_decoder_embeddings:
@@ -1067,7 +1092,8 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
                 if config.share_encoder_decoder_embeddings
                 else "model.decoder.embed_tokens.weight"
             )
-        self._tied_weights_keys = tied or None
+        # transformers annotates `_tied_weights_keys` as `dict[str, str]` but defaults it to None (= nothing tied).
+        self._tied_weights_keys = tied or None  # type: ignore[assignment]
         self.post_init()
 
     def get_encoder(self, *args, **kwargs) -> Seq2SeqAttnEncoder:
@@ -1118,7 +1144,8 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
         if labels is not None:
             check_labels(labels, self.config.decoder_vocab_size)
             if decoder_input_ids is None:
-                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+                # `LongTensor` (transformers' convention for ids) is a legacy class torch ops never return.
+                decoder_input_ids = cast(torch.LongTensor, self.prepare_decoder_input_ids_from_labels(labels))
         outputs = self.model(
             input_ids,
             attention_mask,
@@ -1145,7 +1172,9 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
         )
         return output if return_dict else output.to_tuple()
 
-    def prepare_inputs_for_generation(
+    # Not the base signature: an encoder-decoder's first argument is the decoder ids, and the cache is
+    # the recurrent `Seq2SeqAttnCache`. `generate()` passes the ids positionally and the rest by keyword.
+    def prepare_inputs_for_generation(  # type: ignore[override]
         self,
         decoder_input_ids: torch.LongTensor,
         past_key_values: Seq2SeqAttnCache | None = None,
@@ -1156,7 +1185,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
     ) -> dict:
         """With a cache only the newest token is fed: each generated token costs one decoder step."""
         if past_key_values is not None:
-            decoder_input_ids = decoder_input_ids[:, -1:]
+            decoder_input_ids = cast(torch.LongTensor, decoder_input_ids[:, -1:])
         inputs = {
             "decoder_input_ids": decoder_input_ids,
             "past_key_values": past_key_values,
@@ -1169,7 +1198,9 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
                 inputs[key] = kwargs[key]
         return inputs
 
-    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+    # Takes the base's other arguments through `**kwargs` (it only checks the cache options, then
+    # forwards everything), so mypy sees a narrower signature than `GenerationMixin.generate`.
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):  # type: ignore[override]
         """`GenerationMixin.generate` (under `torch.no_grad()`, so its outputs are ordinary tensors).
 
         Refuses up front what a recurrent decoder state cannot serve: a `cache_implementation`
@@ -1189,7 +1220,9 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
                 "`cache_implementation` unset."
             )
         _check_cache(kwargs.get("past_key_values"))
-        return super().generate(inputs, generation_config, **kwargs)
+        # transformers types the mixin's `self` as its `GenerativePreTrainedModel` protocol, which no
+        # `PreTrainedModel` satisfies for mypy (read-only `device` / `dtype` where it wants settable ones).
+        return super().generate(inputs, generation_config, **kwargs)  # type: ignore[misc]
 
 
 def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
