@@ -60,7 +60,7 @@ def test_averaged_tensors_are_the_element_wise_mean_and_the_folder_is_a_normal_m
         assert tensor.dtype == torch.float32
         # Exact: the float64 sum of three float32 values is exact (their exponents are close), so both
         # sides hold the same float64 mean and round it to the same float32.
-        torch.testing.assert_close(tensor, reference[key].float(), rtol=0, atol=0, msg=key)
+        assert torch.equal(tensor, reference[key].float()), key  # weights: bit for bit
     embedding = next(key for key in averaged if key.endswith("embed_tokens.weight"))
     for folder in folders:  # a real mean, not a copy of one input
         assert not torch.equal(
@@ -85,7 +85,7 @@ def test_averaged_tensors_are_the_element_wise_mean_and_the_folder_is_a_normal_m
     tokenizer = AutoTokenizer.from_pretrained(output)
     assert model.lm_head.weight.data_ptr() == model.model.encoder.embed_tokens.weight.data_ptr()  # still tied
     expected_embedding = next(v for k, v in reference.items() if k.endswith("embed_tokens.weight"))
-    torch.testing.assert_close(model.lm_head.weight, expected_embedding.float(), rtol=0, atol=0)
+    assert torch.equal(model.lm_head.weight, expected_embedding.float())  # weights: bit for bit
     batch = tokenizer(SOURCES, return_tensors="pt", padding=True)
     generated = model.generate(**batch, max_new_tokens=5, num_beams=2)
     assert generated.shape[0] == len(SOURCES)
@@ -149,15 +149,11 @@ def test_last_checkpoints_and_command_line(tmp_path, capsys):
         last_checkpoints(str(run), 4)
 
     assert main(["--last", "2", "--run_dir", str(run), "--output", str(tmp_path / "avg")]) == 0
-    torch.testing.assert_close(
-        load_file(str(tmp_path / "avg" / "model.safetensors")),
-        {
-            k: v.float()
-            for k, v in float64_mean([str(run / "checkpoint-20"), str(run / "checkpoint-100")]).items()
-        },
-        rtol=0,
-        atol=0,
-    )
+    averaged = load_file(str(tmp_path / "avg" / "model.safetensors"))
+    expected = float64_mean([str(run / "checkpoint-20"), str(run / "checkpoint-100")])
+    assert averaged.keys() == expected.keys()
+    for key, tensor in averaged.items():
+        assert torch.equal(tensor, expected[key].float()), key  # weights: bit for bit
     assert (
         main(
             [
