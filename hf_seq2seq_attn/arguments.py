@@ -50,7 +50,10 @@ _ANNOTATION_TYPES: dict[str, Any] = {
 
 def _model_arguments_class() -> type:
     """A dataclass with one option per `Seq2SeqAttnConfig` field, so every field is settable."""
-    defaults = Seq2SeqAttnConfig()
+    # The declared defaults, not those of a built config: `__post_init__` fills derived sizes (e.g.
+    # `attention_size` from `decoder_hidden_size`), and a filled-in value passed back as an option would
+    # stop following the size it derives from.
+    defaults = {f.name: f.default for f in dataclasses.fields(Seq2SeqAttnConfig)}
     fields = []
     for name, annotation in Seq2SeqAttnConfig.__annotations__.items():
         if name in _TOKENIZER_FIELDS:
@@ -61,7 +64,7 @@ def _model_arguments_class() -> type:
                 f"Seq2SeqAttnConfig.{name}: add its annotation {annotation!r} to _ANNOTATION_TYPES."
             )
         help_text = f"Seq2SeqAttnConfig.{name} (see its docstring)"
-        fields.append((name, kind, field(default=getattr(defaults, name), metadata={"help": help_text})))
+        fields.append((name, kind, field(default=defaults[name], metadata={"help": help_text})))
     return dataclasses.make_dataclass("ModelArguments", fields)
 
 

@@ -527,3 +527,15 @@ def test_training_option_averages_the_last_checkpoints_and_keeps_the_better(data
             assert torch.equal(tensor, expected), name  # both sides round the same float64 mean once
         else:
             assert torch.equal(tensor, last[name]), name
+
+
+def test_derived_sizes_follow_the_sizes_they_derive_from(tmp_path):
+    """`attention_size` unset means `decoder_hidden_size`, also when the model is built by the train command."""
+    from hf_seq2seq_attn.arguments import parse_train_args
+    from hf_seq2seq_attn.tokenization_seq2seq_attn import train_tokenizer
+    from hf_seq2seq_attn.train import build_model
+
+    model_args, _, _ = parse_train_args(["--decoder_hidden_size", "24", "--output_dir", str(tmp_path)])
+    assert model_args.attention_size is None
+    tokenizer = train_tokenizer(WORDS + ENGLISH, kind="word", vocab_size=50, min_frequency=1)
+    assert build_model(model_args, tokenizer).config.attention_size == 24
