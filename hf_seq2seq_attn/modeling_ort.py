@@ -35,7 +35,7 @@ from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from .configuration_seq2seq_attn import Seq2SeqAttnConfig
-from .modeling_seq2seq_attn import Seq2SeqAttnEncoderOutput
+from .modeling_seq2seq_attn import Seq2SeqAttnEncoderOutput, generation_step_inputs
 from .onnx_export import MANIFEST_NAME, require
 
 logger = logging.getLogger(__name__)
@@ -418,19 +418,10 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         **kwargs: Any,
     ) -> dict:
-        """With a cache only the newest token is fed: each generated token costs one decoder step."""
-        if past_key_values is not None:
-            decoder_input_ids = decoder_input_ids[:, -1:]  # type: ignore[assignment]
-        inputs = {
-            "decoder_input_ids": decoder_input_ids,
-            "past_key_values": past_key_values,
-            "attention_mask": attention_mask,
-            "encoder_outputs": encoder_outputs,
-            "use_cache": use_cache,
-        }
-        if "output_attentions" in kwargs:
-            inputs["output_attentions"] = kwargs["output_attentions"]
-        return inputs
+        """As the PyTorch model's: with a cache only the newest token is fed (one decoder step per token)."""
+        return generation_step_inputs(
+            decoder_input_ids, past_key_values, attention_mask, encoder_outputs, use_cache, **kwargs
+        )
 
     @torch.no_grad()
     def generate(self, *args: Any, **kwargs: Any):  # type: ignore[override]

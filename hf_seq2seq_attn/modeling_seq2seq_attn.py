@@ -1075,6 +1075,33 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
 # --------------------------------------------------------------------------------------------
 # Heads
 # --------------------------------------------------------------------------------------------
+def generation_step_inputs(
+    decoder_input_ids: torch.Tensor,
+    past_key_values: object | None = None,
+    attention_mask: torch.Tensor | None = None,
+    encoder_outputs: object | None = None,
+    use_cache: bool | None = None,
+    **kwargs,
+) -> dict:
+    """`prepare_inputs_for_generation` of a recurrent decoder (the PyTorch and the ONNX Runtime model).
+
+    Once a cache exists only the newest token `(B, 1)` is fed, so each generated token costs one decoder step.
+    """
+    if past_key_values is not None:
+        decoder_input_ids = decoder_input_ids[:, -1:]
+    inputs = {
+        "decoder_input_ids": decoder_input_ids,
+        "past_key_values": past_key_values,
+        "attention_mask": attention_mask,
+        "encoder_outputs": encoder_outputs,
+        "use_cache": use_cache,
+    }
+    for key in ("output_attentions", "output_hidden_states"):
+        if key in kwargs:
+            inputs[key] = kwargs[key]
+    return inputs
+
+
 class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, GenerationMixin):
     """[`Seq2SeqAttnModel`] plus the vocabulary projection, the loss, and `generate()`."""
 
@@ -1184,19 +1211,9 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
         **kwargs,
     ) -> dict:
         """With a cache only the newest token is fed: each generated token costs one decoder step."""
-        if past_key_values is not None:
-            decoder_input_ids = cast(torch.LongTensor, decoder_input_ids[:, -1:])
-        inputs = {
-            "decoder_input_ids": decoder_input_ids,
-            "past_key_values": past_key_values,
-            "attention_mask": attention_mask,
-            "encoder_outputs": encoder_outputs,
-            "use_cache": use_cache,
-        }
-        for key in ("output_attentions", "output_hidden_states"):
-            if key in kwargs:
-                inputs[key] = kwargs[key]
-        return inputs
+        return generation_step_inputs(
+            decoder_input_ids, past_key_values, attention_mask, encoder_outputs, use_cache, **kwargs
+        )
 
     # Takes the base's other arguments through `**kwargs` (it only checks the cache options, then
     # forwards everything), so mypy sees a narrower signature than `GenerationMixin.generate`.

@@ -177,6 +177,17 @@ def _state_axes(name: str) -> dict[int, str]:
     return {0: "batch"}  # feed (B, E)
 
 
+def _replace_nodes(graph, new_nodes: list) -> None:
+    """Swap in the rewritten node list and drop initializers no node reads any more (e.g. the
+    transposed-away Gemm weights, or fp32 weights now stored as int8)."""
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
 def _gemm_to_matmul(model_proto) -> None:
     """Rewrite `Gemm(A, B[, C])` with a constant `B` as `MatMul(A, B') [+ C]` in place.
 
@@ -211,13 +222,7 @@ def _gemm_to_matmul(model_proto) -> None:
             new_nodes.append(
                 helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_Add")
             )
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    # Drop initializers no node reads any more (the transposed-away Gemm weights).
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _replace_nodes(graph, new_nodes)
     onnx.checker.check_model(model_proto)
 
 
@@ -263,12 +268,7 @@ def _int8_rnn_weights(model_proto) -> None:
                 )
                 node.input[position] = f"{prefix}_fp32"
         new_nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _replace_nodes(graph, new_nodes)
 
 
 def quantize_graph(source: pathlib.Path, target: pathlib.Path) -> None:
