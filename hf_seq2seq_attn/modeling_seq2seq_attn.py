@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -1035,6 +1035,35 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         use_cache = use_cache if use_cache is not None else self.config.use_cache
+        decoded = self.decode(
+            input_ids,
+            attention_mask,
+            decoder_input_ids,
+            encoder_outputs,
+            past_key_values,
+            output_hidden_states,
+        )
+        output = Seq2SeqModelOutput(
+            last_hidden_state=decoded.features,
+            # Typed as transformers' `EncoderDecoderCache`; a recurrent decoder carries its own state.
+            past_key_values=decoded.cache if use_cache else None,  # type: ignore[arg-type]
+            cross_attentions=(decoded.weights,) if output_attentions else None,
+            encoder_last_hidden_state=decoded.encoded.last_hidden_state,
+            encoder_hidden_states=decoded.encoded.hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def decode(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        decoder_input_ids: torch.Tensor | None,
+        encoder_outputs: Seq2SeqAttnEncoderOutput | tuple | None = None,
+        past_key_values: Seq2SeqAttnCache | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> Decoded:
+        """[`forward`]'s work, returned as a plain tuple: the vocabulary head calls this directly, so a
+        generated token builds one `ModelOutput` (~50 us each on a CPU), not two. Arguments as [`forward`]."""
         _check_cache(past_key_values)
         if decoder_input_ids is None:
             raise ValueError("`decoder_input_ids` (or `labels`, from which they are made) are required.")
@@ -1062,14 +1091,16 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
             )
         cache = past_key_values if past_key_values is not None else self.decoder.init_cache(encoded)
         features, new_cache, weights = self.decoder(decoder_input_ids, cache)
-        output = Seq2SeqModelOutput(
-            last_hidden_state=features,
-            past_key_values=new_cache if use_cache else None,
-            cross_attentions=(weights,) if output_attentions else None,
-            encoder_last_hidden_state=states,
-            encoder_hidden_states=encoded.hidden_states,
-        )
-        return output if return_dict else output.to_tuple()
+        return Decoded(features, new_cache, weights, encoded)
+
+
+class Decoded(NamedTuple):
+    """What [`Seq2SeqAttnModel.decode`] returns."""
+
+    features: torch.Tensor  # (B, T, E) read-out
+    cache: Seq2SeqAttnCache  # the state after the last target token
+    weights: torch.Tensor  # (B, N, T, S) attention weights
+    encoded: Seq2SeqAttnEncoderOutput  # the encoder pass (given or computed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1173,29 +1204,26 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
             if decoder_input_ids is None:
                 # `LongTensor` (transformers' convention for ids) is a legacy class torch ops never return.
                 decoder_input_ids = cast(torch.LongTensor, self.prepare_decoder_input_ids_from_labels(labels))
-        outputs = self.model(
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        decoded = self.model.decode(
             input_ids,
             attention_mask,
             decoder_input_ids,
-            decoder_attention_mask,
             encoder_outputs,
             past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+            output_hidden_states,
         )
-        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
+        logits = self.lm_head(decoded.features)  # (B, T, V)
         loss = None
         if labels is not None:
             loss = sequence_loss(logits, labels, kwargs.get("num_items_in_batch"))
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
-            cross_attentions=outputs.cross_attentions,
-            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-            encoder_hidden_states=outputs.encoder_hidden_states,
+            past_key_values=decoded.cache if use_cache else None,
+            cross_attentions=(decoded.weights,) if output_attentions else None,
+            encoder_last_hidden_state=decoded.encoded.last_hidden_state,
+            encoder_hidden_states=decoded.encoded.hidden_states,
         )
         return output if return_dict else output.to_tuple()
 
