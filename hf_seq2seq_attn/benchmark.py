@@ -17,11 +17,14 @@ Figures, one printed line each (medians over `--repeats` timed calls after `--wa
 With `--compare_with DIR` the benchmark instead runs `train`, `greedy`, `beam` and `latency` of our
 model side by side with the same figures of the package found in DIR (another checkout), each side in
 its own worker process, alternating the timed calls so machine noise hits both alike, and prints
-ours/theirs ratios.
+ours/theirs ratios; `onnx_fp32` and `onnx_int8` time our ONNX Runtime batch-1 latency against the
+other checkout's PyTorch `latency` (skipped with a note without `onnxruntime`).
 
 Inputs are random ids from a fixed seed, all sources and targets of the same length (no padding).
-Untrained models would emit `</s>` at once, so every decode is forced to a fixed number of new tokens
-(`min_new_tokens` for `generate()`, an end id that never occurs for d2l's `greedy_one`).
+Untrained models would emit `</s>` at once, so every decode is forced to a fixed number of new tokens:
+our models get a `</s>` logit bias no score can overcome (`never_ending`), so `generate()` runs as in
+real use, checking for `</s>` every step, without the `min_new_tokens` logits processors real use does
+not have; d2l's `greedy_one` gets an end id that never occurs.
 
 Architectures (each row names its own; see `make_archs`):
     default  ours: biGRU 256/direction encoder, GRU 512 decoder, E 256, V 8000, additive attention.
@@ -50,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -65,11 +68,17 @@ import transformers
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
 
 FIGURES = ("matmul", "train", "mfu", "greedy", "beam", "latency", "step", "memory", "backends")
-COMPARE_FIGURES = ("train", "greedy", "beam", "latency")
+COMPARE_FIGURES = ("train", "greedy", "beam", "latency", "onnx_fp32", "onnx_int8")
+# `--compare_with` figures timed on our side only (the other checkout may have no ONNX export), each
+# against the other side's figure named here: our ONNX Runtime batch-1 latency vs their PyTorch one.
+OURS_ONLY = {"onnx_fp32": "latency", "onnx_int8": "latency"}
 NEEDS = {"mfu": ("train", "matmul")}  # figures computed from other figures
 SEED = 0
 FIRST_ID = 4  # ids below are <pad> <s> </s> <unk>
 D2L_NEVER_EOS = -1  # an end id d2l's greedy_one never produces, so it decodes the full length
+# The `</s>` logit bias of our benchmark models: random weights give logits of a few units, so `</s>`
+# never wins an argmax or a beam (finite, so int8 export and log-softmax stay ordinary arithmetic).
+NEVER_LOGIT = -1e4
 ONNX_HINT = "pip install 'hf_seq2seq_attn[onnx]'"
 
 EPILOG = """examples:
@@ -387,7 +396,7 @@ class Bench:
 
     def ours(self, arch: Arch) -> Seq2SeqAttnForConditionalGeneration:
         torch.manual_seed(SEED)
-        model = Seq2SeqAttnForConditionalGeneration(arch.config())
+        model = never_ending(Seq2SeqAttnForConditionalGeneration(arch.config()))
         model.to(self.device)  # type: ignore[arg-type]  # in place; transformers' typed wrapper of `to` confuses mypy
         return model
 
@@ -396,6 +405,18 @@ class Bench:
 
         torch.manual_seed(SEED)
         return RefSeq2Seq(**arch.baseline).to(self.device)
+
+
+def never_ending(model: Seq2SeqAttnForConditionalGeneration) -> Seq2SeqAttnForConditionalGeneration:
+    """`model` with a `</s>` logit bias of `NEVER_LOGIT`, so decoding always runs to `max_new_tokens`.
+
+    Every figure then does a fixed amount of work, and `generate()` keeps its real per-step cost (the
+    `</s>` check of its stopping criteria) without the logits processors `min_new_tokens` would add.
+    Only the output layer's bias changes (it is not tied to the embeddings), in place.
+    """
+    with torch.no_grad():
+        model.lm_head.bias[model.config.eos_token_id] = NEVER_LOGIT
+    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,8 +463,8 @@ def d2l_train_step(bench: Bench, arch: Arch) -> tuple[Callable[[], None], torch.
 def generate_fn(
     model: Any, input_ids: torch.Tensor, new_tokens: int, num_beams: int = 1
 ) -> Callable[[], None]:
-    """A `generate()` call forced to exactly `new_tokens` new tokens (any model with that method:
-    ours, or an ONNX Runtime one)."""
+    """A `generate()` call of exactly `new_tokens` new tokens, for a model that never ends (see
+    `never_ending`; any model with that method: ours, or an ONNX Runtime one exported from ours)."""
     attention_mask = torch.ones_like(input_ids)
     eos = model.config.eos_token_id
 
@@ -452,7 +473,6 @@ def generate_fn(
             input_ids,
             attention_mask=attention_mask,
             max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
             do_sample=False,
             num_beams=num_beams,
             eos_token_id=eos,
@@ -767,28 +787,44 @@ def backend_ratios(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 def compare_units(workload: Workload) -> dict[str, tuple[int, str]]:
     """Per figure of COMPARE_FIGURES: the work units of one timed call and the figure's unit."""
+    latency = (workload.sentences, "ms/sentence")
     return {
         "train": (workload.batch * workload.tgt_len, "tokens/s"),
         "greedy": (workload.gen_batch * workload.new_tokens, "new_tokens/s"),
         "beam": (workload.beam_batch * workload.new_tokens, "new_tokens/s"),
-        "latency": (workload.sentences, "ms/sentence"),
+        "latency": latency,
+        **{figure: latency for figure in OURS_ONLY},
     }
 
 
-def compare_jobs(bench: Bench, arch: Arch) -> dict[str, Callable[[], None]]:
-    """The timed call of each figure of COMPARE_FIGURES. Only the stable model API is used, so the
-    same jobs run against another checkout's package."""
+def compare_jobs(
+    bench: Bench, arch: Arch, figures: Sequence[str], stack: contextlib.ExitStack
+) -> dict[str, Callable[[], None]]:
+    """The timed call of each of `figures` (names of COMPARE_FIGURES). The PyTorch figures use only the
+    stable model API, so the same jobs run against another checkout's package; the ONNX ones (OURS_ONLY)
+    export our model into a temporary folder that lives as long as `stack`."""
     work = bench.workload
     vocab = arch.config().vocab_size
     model = bench.ours(arch).eval()
-    return {
-        "train": ours_train_step(bench, arch)[0],
-        "greedy": generate_fn(model, bench.ids(work.gen_batch, work.src_len, vocab), work.new_tokens),
-        "beam": generate_fn(
-            model, bench.ids(work.beam_batch, work.src_len, vocab), work.new_tokens, work.num_beams
-        ),
-        "latency": one_at_a_time_fn(model, bench.ids(work.sentences, work.src_len, vocab), work.new_tokens),
-    }
+    sentences = bench.ids(work.sentences, work.src_len, vocab)
+    jobs: dict[str, Callable[[], None]] = {}
+    for figure in figures:
+        if figure == "train":
+            jobs[figure] = ours_train_step(bench, arch)[0]
+        elif figure == "greedy":
+            jobs[figure] = generate_fn(model, bench.ids(work.gen_batch, work.src_len, vocab), work.new_tokens)
+        elif figure == "beam":
+            batch = bench.ids(work.beam_batch, work.src_len, vocab)
+            jobs[figure] = generate_fn(model, batch, work.new_tokens, work.num_beams)
+        elif figure == "latency":
+            jobs[figure] = one_at_a_time_fn(model, sentences, work.new_tokens)
+    if onnx_figures := [figure for figure in figures if figure in OURS_ONLY]:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="seq2seq-attn-bench-")))
+        for backend, runner, _ in onnx_runners(model, folder, torch.get_num_threads()):
+            figure = backend.replace("-", "_")  # onnx-fp32 -> onnx_fp32
+            if figure in onnx_figures:
+                jobs[figure] = one_at_a_time_fn(runner, sentences, work.new_tokens)
+    return jobs
 
 
 def figure_value(units: float, unit: str, seconds: float) -> float:
@@ -813,14 +849,15 @@ def worker_main(argv: list[str]) -> int:
     workload = QUICK_WORKLOAD if setup["quick"] else Workload()
     device = torch.device("cpu")
     bench = Bench(device, 1, setup["warmup"], workload, baseline=False)
-    jobs = compare_jobs(bench, make_archs(setup["quick"])[0])
-    for name in setup["figures"]:
-        for _ in range(setup["warmup"]):
-            jobs[name]()
-    _reply({"package": str(Path(hf_seq2seq_attn.__file__).parent)})
-    for line in sys.stdin:
-        name = json.loads(line)["figure"]
-        _reply({"seconds": time_once(jobs[name])})
+    with contextlib.ExitStack() as stack:
+        jobs = compare_jobs(bench, make_archs(setup["quick"])[0], setup["figures"], stack)
+        for name in setup["figures"]:
+            for _ in range(setup["warmup"]):
+                jobs[name]()
+        _reply({"package": str(Path(hf_seq2seq_attn.__file__).parent)})
+        for line in sys.stdin:
+            name = json.loads(line)["figure"]
+            _reply({"seconds": time_once(jobs[name])})
     return 0
 
 
@@ -925,39 +962,51 @@ def run_compare(
 ) -> dict[str, dict[str, float]]:
     """Time `figures` in two workers (ours, and the package in `other`), alternating which goes first
     in each round; print one row per side and figure and the ours/theirs ratios; return the medians
-    `{figure: {"ours": value, "theirs": value}}`."""
-    setup = {"threads": threads, "quick": quick, "warmup": warmup, "figures": figures}
+    `{figure: {"ours": value, "theirs": value}}`. A figure of OURS_ONLY is timed on our side only and
+    compared with the other side's figure it names (which is then timed too)."""
+    theirs_figures = list(dict.fromkeys(OURS_ONLY.get(figure, figure) for figure in figures))
+    plan = {"ours": figures, "theirs": theirs_figures}
     sides: list[Worker] = []
     try:
         for name, root in (("ours", package_root()), ("theirs", other)):
+            setup = {"threads": threads, "quick": quick, "warmup": warmup, "figures": plan[name]}
             sides.append(Worker(name, root, setup))
         for worker in sides:
             worker.ready()
             print(f"compare  {worker.name:<6} package {worker.package}")
-        seconds: dict[tuple[str, str], list[float]] = {(f, w.name): [] for f in figures for w in sides}
+        seconds: dict[tuple[str, str], list[float]] = {(f, w.name): [] for w in sides for f in plan[w.name]}
+        timed = list(dict.fromkeys(figures + theirs_figures))
         for round_ in range(repeats):
-            for index, figure in enumerate(figures):
+            for index, figure in enumerate(timed):
                 order = sides if (round_ + index) % 2 == 0 else sides[::-1]
                 for worker in order:
-                    seconds[figure, worker.name].append(worker.request({"figure": figure})["seconds"])
+                    if figure in plan[worker.name]:
+                        seconds[figure, worker.name].append(worker.request({"figure": figure})["seconds"])
     finally:
         for worker in sides:
             worker.close()
     units = compare_units(QUICK_WORKLOAD if quick else Workload())
     result: dict[str, dict[str, float]] = {}
+    printed: set[tuple[str, str]] = set()  # (side, figure): their `latency` row once, not once per ONNX row
     for figure in figures:
         count, unit = units[figure]
+        theirs_figure = OURS_ONLY.get(figure, figure)
         values = {
-            side: figure_value(count, unit, statistics.median(seconds[figure, side]))
-            for side in ("ours", "theirs")
+            "ours": figure_value(count, unit, statistics.median(seconds[figure, "ours"])),
+            "theirs": figure_value(count, unit, statistics.median(seconds[theirs_figure, "theirs"])),
         }
         result[figure] = values
-        for side, value in values.items():
-            print(f"compare  {side:<6} {figure:<8} threads={threads}  {unit}={fmt(value)}", flush=True)
+        for side, name in (("ours", figure), ("theirs", theirs_figure)):
+            if (side, name) not in printed:
+                printed.add((side, name))
+                print(
+                    f"compare  {side:<6} {name:<9} threads={threads}  {unit}={fmt(values[side])}", flush=True
+                )
         ratio = values["ours"] / values["theirs"]
         better = 1 / ratio if unit == "ms/sentence" else ratio
+        label = figure if figure == theirs_figure else f"{figure}/{theirs_figure}"
         print(
-            f"ratio    threads={threads}  {figure:<8} ours/theirs {unit} {ratio:.3f}  "
+            f"ratio    threads={threads}  {label:<9} ours/theirs {unit} {ratio:.3f}  "
             f"(ours {better:.3f}x as fast)",
             flush=True,
         )
@@ -1167,6 +1216,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_with is not None:
         print_header(args, torch.device("cpu"), workload, archs[:1], baseline=False)  # what the workers run
         figures = [name for name in COMPARE_FIGURES if name in args.only]
+        if (note := onnx_available()) is not None and any(name in OURS_ONLY for name in figures):
+            print(note)
+            figures = [name for name in figures if name not in OURS_ONLY]
         try:
             for threads in args.threads:
                 run_compare(args.compare_with, figures, threads, args.repeats, args.warmup, args.quick)

@@ -123,6 +123,27 @@ def test_compare_with_another_checkout(capsys, tmp_path):
     assert not rows(lines, "compare", "ours", "greedy"), "--only was not honoured"
 
 
+@pytest.mark.skipif(not onnx_installed(), reason="needs the [onnx] extra")
+def test_compare_times_our_onnx_latency_against_their_pytorch_latency(capsys, tmp_path):
+    """The other checkout need not have an ONNX export (036bb98 has none): its side times PyTorch only."""
+    shutil.copytree(
+        REPO / "hf_seq2seq_attn", tmp_path / "hf_seq2seq_attn", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("onnx_export.py", "modeling_ort.py"):
+        (tmp_path / "hf_seq2seq_attn" / name).unlink()
+    argv = [*QUICK, "--repeats", "2", "--only", "onnx_fp32,onnx_int8", "--compare_with", str(tmp_path)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (theirs,) = rows(lines, "compare", "theirs", "latency")
+    for figure in ("onnx_fp32", "onnx_int8"):
+        (ours,) = rows(lines, "compare", "ours", figure)
+        (ratio,) = [line for line in lines if line.startswith("ratio") and f"{figure}/latency" in line]
+        ours_ms, theirs_ms = metrics(ours)["ms/sentence"], metrics(theirs)["ms/sentence"]
+        # The ratio is computed from the printed figures (rounded to 3 significant digits).
+        assert float(ratio.split()[5]) == pytest.approx(ours_ms / theirs_ms, rel=0.02), ratio
+    assert not rows(lines, "compare", "ours", "latency"), "only the asked figures run on our side"
+
+
 @pytest.mark.slow
 def test_compare_with_a_broken_checkout_names_the_failure(capsys, tmp_path):
     (tmp_path / "hf_seq2seq_attn").mkdir()
