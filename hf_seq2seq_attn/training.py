@@ -120,7 +120,8 @@ class BudgetProgressCallback(ProgressCallback):
                 total=round(self.budget.seconds / 60, 1),
                 initial=round(self.budget.elapsed_seconds / 60, 1),
                 unit="min",
-                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min of the time budget [{postfix}]",
+                # tqdm renders a set postfix as ", step N" (comma included)
+                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min of the time budget{postfix}",
                 dynamic_ncols=True,
             )
         self.current_step = state.global_step
