@@ -339,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        # Join the process group's threads before the interpreter exits: left to exit-time teardown, a
+        # rank of a torchrun run could abort with "terminate called without an active exception".
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 __all__ = ["build_model", "build_tokenizer", "finish", "main", "run", "set_generation_defaults"]
