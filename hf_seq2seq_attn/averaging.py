@@ -39,6 +39,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from .inference import check_model_type
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -232,6 +234,7 @@ def average_weights(folders: Sequence[str]) -> dict[str, torch.Tensor]:
     for folder in folders:
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"No checkpoint folder at {folder!r}.")
+        check_model_type(folder)  # config.json read as JSON: nothing in the folder runs
     check_compatible(folders)
     weights = [read_weights(folder) for folder in folders]
     _check_tensors(list(folders), weights)
@@ -291,8 +294,7 @@ def average_checkpoints(folders: Sequence[str], output_dir: str, card_source: st
             `output_dir` is not empty.
         `FileNotFoundError`: a folder, its config or its safetensors weights are missing.
     """
-    from transformers import AutoModelForSeq2SeqLM
-
+    from .modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
     from .tokenization_seq2seq_attn import load_tokenizer
 
     folders = [os.fspath(folder) for folder in folders]
@@ -302,7 +304,7 @@ def average_checkpoints(folders: Sequence[str], output_dir: str, card_source: st
         )
     weights = average_weights(folders)
     newest = folders[-1]
-    model = AutoModelForSeq2SeqLM.from_pretrained(newest, trust_remote_code=True)
+    model = Seq2SeqAttnForConditionalGeneration.from_pretrained(newest, trust_remote_code=False)
     load_into(model, weights)
     os.makedirs(output_dir, exist_ok=True)
     model.save_pretrained(output_dir)  # safetensors, config + auto_map, code files, generation config

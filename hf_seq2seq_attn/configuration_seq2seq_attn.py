@@ -129,7 +129,8 @@ class Seq2SeqAttnConfig(PretrainedConfig):
     """
 
     model_type = "seq2seq_attn"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    # The decoder state is no prediction: `cache` from transformers 5.24 on, `past_key_values` before.
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
     attribute_map = {"hidden_size": "decoder_hidden_size", "num_hidden_layers": "decoder_layers"}
 
     vocab_size: int = 8000

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import html
 import importlib
-import json
 import logging
 import os
 import shutil
@@ -40,12 +39,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .inference import WEIGHTS_FILES, default_max_new_tokens, load_model_and_tokenizer
+from .inference import (
+    check_model_type,
+    default_max_new_tokens,
+    load_model_and_tokenizer,
+    looks_like_path,
+)
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'hf_seq2seq_attn[app]'"
-MODEL_TYPE = "seq2seq_attn"
 # The page carries the README's formula table itself (a Space has no README of the package to link to).
 FORMULA_TABLE_URL = "#formula-table"
 # A tokenizer saved without `model_max_length` reports ~1e30; read at most this many source tokens then.
@@ -470,38 +473,11 @@ def formula_markdown(config: Any) -> str:
 # --------------------------------------------------------------------------------------------
 # Loading models (checked, cached)
 # --------------------------------------------------------------------------------------------
-def _looks_local(name: str) -> bool:
-    """A path rather than a Hub id (the rule of `load_model_and_tokenizer`)."""
-    return os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(os.path.expanduser(name))
-
-
-def check_model_folder(path: str) -> None:
-    """Raise `FileNotFoundError` / `ValueError` with a readable message if `path` is not a saved
-    seq2seq_attn model folder (missing, no config, another architecture, no weights, no tokenizer)."""
-    folder = os.path.expanduser(path)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"No model folder at {path!r}.")
-    config_file = os.path.join(folder, "config.json")
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"{path!r} has no config.json, so it is not a saved model folder.")
-    try:
-        with open(config_file, encoding="utf-8") as handle:
-            model_type = json.load(handle).get("model_type")
-    except (OSError, ValueError, AttributeError) as err:
-        raise ValueError(f"{path!r}: config.json is not a readable JSON object ({err}).") from None
-    if model_type != MODEL_TYPE:
-        raise ValueError(
-            f"{path!r} holds a {model_type!r} model, not a {MODEL_TYPE!r} one: the explorer shows the "
-            "attention of this package's RNN models only."
-        )
-    if not any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHTS_FILES):
-        raise FileNotFoundError(f"{path!r} has a config.json but no weights (model.safetensors).")
-    if not any(os.path.isfile(os.path.join(folder, n)) for n in ("tokenizer.json", "tokenizer_config.json")):
-        raise FileNotFoundError(f"{path!r} has no tokenizer (tokenizer.json); save it with the model.")
-
-
 def load_model(name: str) -> tuple[Any, Any]:
     """Load and check a model for the explorer: a folder or a Hub id (from the cache when offline).
+
+    The folder's `config.json` is checked before anything loads, and no code from it runs
+    ([`inference.load_model_and_tokenizer`]): the model box of a public explorer is safe to type into.
 
     Raises:
         `FileNotFoundError`, `ValueError`, `TypeError`: with a message fit for the page or the terminal.
@@ -509,13 +485,7 @@ def load_model(name: str) -> tuple[Any, Any]:
     name = name.strip()
     if not name:
         raise ValueError("No model given: type a model folder or a Hub id.")
-    if _looks_local(name):
-        check_model_folder(name)
-    model, tokenizer = load_model_and_tokenizer(name)
-    model_type = getattr(model.config, "model_type", None)
-    if model_type != MODEL_TYPE:
-        raise ValueError(f"{name!r} is a {model_type!r} model, not a {MODEL_TYPE!r} one.")
-    return model, tokenizer
+    return load_model_and_tokenizer(name)
 
 
 class ModelCache:
@@ -901,8 +871,8 @@ def write_space(
     os.makedirs(output_dir, exist_ok=True)
     written, references = [], []
     for position, name in enumerate(names):
-        if _looks_local(name):
-            check_model_folder(name)
+        if looks_like_path(name):
+            check_model_type(name)
             subfolder = "model" if position == 0 else f"model{position + 1}"
             _copy_model_folder(os.path.expanduser(name), os.path.join(output_dir, subfolder))
             written += [f"{subfolder}/{f}" for f in sorted(os.listdir(os.path.join(output_dir, subfolder)))]
@@ -918,7 +888,7 @@ def write_space(
         gradio_version = importlib.import_module("gradio").__version__
     except ImportError:
         gradio_version = "6.0.0"
-    labels = ", ".join(os.path.basename(os.path.normpath(n)) if _looks_local(n) else n for n in names)
+    labels = ", ".join(os.path.basename(os.path.normpath(n)) if looks_like_path(n) else n for n in names)
     with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as handle:
         handle.write(
             SPACE_README.format(
@@ -989,8 +959,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--port must be between 1 and 65535, got {args.port}.")
     for name in args.model:
         try:
-            if _looks_local(name):
-                check_model_folder(name)  # Hub ids are checked where they load (the page, the Space)
+            if looks_like_path(name):
+                check_model_type(name)  # Hub ids are checked where they load (the page, the Space)
         except (OSError, ValueError) as err:
             return fail(_friendly(err))
     try:
@@ -1021,7 +991,6 @@ __all__ = [
     "Hypothesis",
     "alignment_html",
     "build_app",
-    "check_model_folder",
     "encode_source",
     "explore",
     "formula_markdown",

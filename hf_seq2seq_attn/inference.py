@@ -10,6 +10,7 @@ tested from Python:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -18,8 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForSeq2SeqLM, PreTrainedModel
+from transformers import PreTrainedModel
 
+from .configuration_seq2seq_attn import Seq2SeqAttnConfig
+from .modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
 from .tokenization_seq2seq_attn import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 # A model with `generate()`: `Seq2SeqAttnForConditionalGeneration`, or the ONNX Runtime-backed
 # `Seq2SeqAttnOnnxModel` (a `PreTrainedModel` + `GenerationMixin` that is not a torch module underneath).
 GenerativeModel = Any
+
+MODEL_TYPE = Seq2SeqAttnConfig.model_type
 
 WEIGHTS_FILES = (
     "model.safetensors",
@@ -44,8 +49,15 @@ def default_max_new_tokens(source_length: int) -> int:
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
-def _check_model_folder(path: str) -> None:
-    """Raise `FileNotFoundError` naming the first file a saved model folder lacks."""
+def looks_like_path(name: str) -> bool:
+    """A filesystem path rather than a Hub id: absolute, `.`/`~`-relative, or existing."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(os.path.expanduser(name))
+
+
+def check_model_folder(path: str) -> None:
+    """Raise `FileNotFoundError` naming the first thing a saved model folder lacks: config or weights."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"No model folder at {path!r}.")
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(
             f"{path!r} has no config.json, so it is not a saved model folder "
@@ -58,11 +70,58 @@ def _check_model_folder(path: str) -> None:
         )
 
 
-def load_model_and_tokenizer(name_or_path: str, device: str = "cpu") -> tuple[PreTrainedModel, Any]:
-    """Load a saved model and its tokenizer for inference.
+def _config_file(name_or_path: str) -> str:
+    """The `config.json` of a local folder, or of a Hub repo (from the local cache when offline)."""
+    path = os.path.expanduser(name_or_path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            check_model_folder(path)  # names what is missing
+        return os.path.join(path, "config.json")
+    if looks_like_path(name_or_path):
+        raise FileNotFoundError(f"No model folder at {path!r}.")
+    from huggingface_hub import hf_hub_download
 
-    With this package imported its own classes are used (they are registered with the Auto classes);
-    `trust_remote_code=True` lets a folder or Hub repo whose code differs load from its copied files.
+    try:
+        return hf_hub_download(name_or_path, "config.json")
+    except (OSError, ValueError) as err:  # not found, not cached offline, or not a valid repo id
+        offline = os.environ.get("HF_HUB_OFFLINE", "0")
+        raise FileNotFoundError(
+            f"Could not load a model from {name_or_path!r}: not a local folder and not in the Hub cache "
+            f"(HF_HUB_OFFLINE={offline})."
+        ) from err
+
+
+def check_model_type(name_or_path: str) -> None:
+    """Refuse a folder or Hub repo that does not hold a `seq2seq_attn` model, before anything of it is loaded.
+
+    `config.json` is read as JSON only, so nothing a stranger put in the folder (an `auto_map` pointing at
+    its own Python files) runs. The package's tools then load the model with its own classes.
+
+    Raises:
+        `FileNotFoundError`: no such folder or cached repo, or the folder lacks its config or weights.
+        `ValueError`: `config.json` is not a JSON object, or names another `model_type`.
+    """
+    config_file = _config_file(name_or_path)
+    try:
+        with open(config_file, encoding="utf-8") as handle:
+            model_type = json.load(handle).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{name_or_path!r}: config.json is not a readable JSON object ({err}).") from None
+    if model_type != MODEL_TYPE:
+        raise ValueError(
+            f"{name_or_path!r} holds a {model_type!r} model, not a {MODEL_TYPE!r} one: this package's tools "
+            "load only its own attention RNN models (and run no code shipped with a model)."
+        )
+    if os.path.isdir(os.path.expanduser(name_or_path)):
+        check_model_folder(os.path.expanduser(name_or_path))
+
+
+def load_model_and_tokenizer(name_or_path: str, device: str = "cpu") -> tuple[PreTrainedModel, Any]:
+    """Load a saved model and its tokenizer for inference, running no code from the folder.
+
+    `config.json` is checked first ([`check_model_type`]); the model is then built by this package's own
+    class with `trust_remote_code=False`, whatever `auto_map` the folder carries. (Remote code remains for
+    users who ask for it: `AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)`.)
 
     Args:
         name_or_path (`str`): a folder written by `save_pretrained` (model and tokenizer), or a Hub id
@@ -74,27 +133,43 @@ def load_model_and_tokenizer(name_or_path: str, device: str = "cpu") -> tuple[Pr
 
     Raises:
         `FileNotFoundError`: the folder, its `config.json`, its weights or its tokenizer files are missing.
-        `ValueError`: `device` is not a valid torch device.
+        `ValueError`: another model type, or `device` is not a valid (or available) torch device.
     """
-    try:
-        target_device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"Invalid device {device!r}: {err}") from None
-    path = os.path.expanduser(name_or_path)
-    if os.path.isdir(path):
-        _check_model_folder(path)
-    elif os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or os.path.exists(path):
-        raise FileNotFoundError(f"No model folder at {path!r}.")
+    target_device = resolve_device(device)
+    check_model_type(name_or_path)
+    path = os.path.expanduser(name_or_path) if looks_like_path(name_or_path) else name_or_path
     tokenizer = load_tokenizer(path)
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=True)
+        model = Seq2SeqAttnForConditionalGeneration.from_pretrained(path, trust_remote_code=False)
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0")
         raise FileNotFoundError(
-            f"Could not load a model from {name_or_path!r}: not a local folder and not in the Hub cache "
-            f"(HF_HUB_OFFLINE={offline})."
+            f"Could not load the model weights of {name_or_path!r} (HF_HUB_OFFLINE={offline}): {err}"
         ) from err
     return model.to(target_device).eval(), tokenizer
+
+
+def resolve_device(device: str) -> torch.device:
+    """`torch.device(device)`, refusing with one line a device this torch build or machine does not have.
+
+    Raises:
+        `ValueError`: an unknown device string, or CUDA/MPS asked for where it is not available.
+    """
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Invalid device {device!r}: {err}") from None
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA device"
+            raise ValueError(f"--device {device}: CUDA is not available here ({build}); use --device cpu.")
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0 ...)."
+            )
+    if target.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu.")
+    return target
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +397,8 @@ def attention_for(
 
 __all__ = [
     "attention_for",
+    "check_model_type",
     "load_model_and_tokenizer",
+    "resolve_device",
     "translate",
 ]

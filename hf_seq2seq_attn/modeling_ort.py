@@ -35,7 +35,7 @@ from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from .configuration_seq2seq_attn import Seq2SeqAttnConfig
-from .modeling_seq2seq_attn import Seq2SeqAttnEncoderOutput, generation_step_inputs
+from .modeling_seq2seq_attn import CACHE_NAME, Seq2SeqAttnEncoderOutput, generation_step_inputs, take_cache
 from .onnx_export import MANIFEST_NAME, require
 
 logger = logging.getLogger(__name__)
@@ -361,7 +361,7 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: Seq2SeqAttnEncoderOutput | None = None,
-        past_key_values: Seq2SeqAttnOnnxCache | None = None,
+        cache: Seq2SeqAttnOnnxCache | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -374,9 +374,9 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
         `decoder_input_ids (B, T)` are consumed one step at a time.
 
         Returns:
-            `Seq2SeqLMOutput` with torch `logits (B, T, V)`, `past_key_values` (a
-            [`Seq2SeqAttnOnnxCache`], with `use_cache`) and, with `output_attentions`, `cross_attentions`
-            as a 1-tuple of `(B, N, T, S)`.
+            `Seq2SeqLMOutput` with torch `logits (B, T, V)`, `cache` (a [`Seq2SeqAttnOnnxCache`], with
+            `use_cache`; named `past_key_values` before transformers 5.24) and, with `output_attentions`,
+            `cross_attentions` as a 1-tuple of `(B, N, T, S)`.
         """
         if kwargs.get("labels") is not None:
             raise ValueError(
@@ -386,7 +386,7 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
             raise ValueError("`decoder_input_ids` are required (the start token first).")
         ids = _numpy(decoder_input_ids, np.int64)
         _check_ids(ids, self.config.decoder_vocab_size or self.config.vocab_size, "decoder_input_ids")
-        cache = past_key_values
+        cache = take_cache(cache, kwargs)  # type: ignore[assignment]
         if cache is None:
             if encoder_outputs is None:
                 if input_ids is None:
@@ -408,7 +408,7 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         return Seq2SeqLMOutput(
             logits=torch.from_numpy(logits),
-            past_key_values=cache if use_cache else None,  # type: ignore[arg-type]
+            **{CACHE_NAME: cache if use_cache else None},  # type: ignore[arg-type]
             cross_attentions=cross_attentions,
             encoder_last_hidden_state=None if encoder_outputs is None else encoder_outputs.last_hidden_state,
         )
@@ -416,7 +416,7 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(  # type: ignore[override]
         self,
         decoder_input_ids: torch.LongTensor,
-        past_key_values: Seq2SeqAttnOnnxCache | None = None,
+        cache: Seq2SeqAttnOnnxCache | None = None,
         attention_mask: torch.Tensor | None = None,
         encoder_outputs: Seq2SeqAttnEncoderOutput | None = None,
         use_cache: bool | None = None,
@@ -424,7 +424,7 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
     ) -> dict:
         """As the PyTorch model's: with a cache only the newest token is fed (one decoder step per token)."""
         return generation_step_inputs(
-            decoder_input_ids, past_key_values, attention_mask, encoder_outputs, use_cache, **kwargs
+            decoder_input_ids, cache, attention_mask, encoder_outputs, use_cache, **kwargs
         )
 
     @torch.no_grad()

@@ -43,6 +43,21 @@ from .configuration_seq2seq_attn import Seq2SeqAttnConfig
 
 logger = logging.get_logger(__name__)
 
+# transformers 5.24 renamed the generation cache from `past_key_values` to `cache`: `generate()` passes it to
+# `prepare_inputs_for_generation` and reads it back from the model outputs under the new name, and the output
+# classes hold it in a `cache` field (the old name still maps there, with a deprecation warning). Earlier 5.x
+# releases use `past_key_values` throughout. This name and `take_cache` are the one place that knows.
+CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
+
+def take_cache(cache: object | None, kwargs: dict) -> object | None:
+    """The decoder state passed as `cache=`, or under its pre-5.24 name `past_key_values=` (popped from `kwargs`)."""
+    old = kwargs.pop("past_key_values", None)
+    if old is not None and cache is not None:
+        raise ValueError("Pass the decoder state once, as `cache` (or `past_key_values`), not both.")
+    return cache if cache is not None else old
+
+
 # Callables, not `type[nn.RNNBase]`: the base class's constructor takes the mode first, its subclasses do not.
 RNN_CLASSES: dict[str, Callable[..., nn.RNNBase]] = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 # Written into every saved config so each Auto class finds the remote code, whichever head was saved.
@@ -970,13 +985,13 @@ def _as_encoder_output(encoder_outputs, input_ids, pad_token_id: int) -> Seq2Seq
     return Seq2SeqAttnEncoderOutput(last_hidden_state=states, final_hidden_state=final, attention_mask=mask)
 
 
-def _check_cache(past_key_values: object) -> None:
-    if past_key_values is not None and not isinstance(past_key_values, Seq2SeqAttnCache):
+def _check_cache(cache: object) -> None:
+    if cache is not None and not isinstance(cache, Seq2SeqAttnCache):
         raise ValueError(
-            f"`past_key_values` must be the model's own `Seq2SeqAttnCache` (returned as `past_key_values` by a "
-            f"previous call, or made by `model.model.decoder.init_cache`); got {type(past_key_values).__name__}. "
-            "A recurrent decoder keeps no per-token keys and values, so transformers' `Cache` classes cannot "
-            "serve it: pass `past_key_values=None` to start from the encoder."
+            f"`cache` must be the model's own `Seq2SeqAttnCache` (returned as `cache` by a previous call, or "
+            f"made by `model.model.decoder.init_cache`); got {type(cache).__name__}. A recurrent decoder keeps "
+            "no per-token keys and values, so transformers' `Cache` classes cannot serve it: pass `cache=None` "
+            "to start from the encoder."
         )
 
 
@@ -1012,7 +1027,7 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: Seq2SeqAttnEncoderOutput | tuple | None = None,
-        past_key_values: Seq2SeqAttnCache | None = None,
+        cache: Seq2SeqAttnCache | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -1028,9 +1043,11 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
             decoder_attention_mask: `(B, T)`; accepted for API compatibility. The decoder is causal and
                 padded target positions are excluded by `labels == -100`, so it is not needed.
             encoder_outputs: reuse an encoder pass ([`Seq2SeqAttnEncoderOutput`] or tuple).
-            past_key_values: [`Seq2SeqAttnCache`] to continue from (generation); the decoder then
-                consumes only the new tokens in `decoder_input_ids`.
-            use_cache: return the decoder state after the last token as `past_key_values`.
+            cache: [`Seq2SeqAttnCache`] to continue from (generation); the decoder then consumes only the
+                new tokens in `decoder_input_ids`. Also accepted as `past_key_values` (its name before
+                transformers 5.24).
+            use_cache: return the decoder state after the last token (as `cache`; `past_key_values`
+                before transformers 5.24).
             output_attentions: return `cross_attentions` as a 1-tuple of `(B, N, T, S)`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -1040,13 +1057,13 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
             attention_mask,
             decoder_input_ids,
             encoder_outputs,
-            past_key_values,
+            cast("Seq2SeqAttnCache | None", take_cache(cache, kwargs)),
             output_hidden_states,
         )
         output = Seq2SeqModelOutput(
-            last_hidden_state=decoded.features,
             # Typed as transformers' `EncoderDecoderCache`; a recurrent decoder carries its own state.
-            past_key_values=decoded.cache if use_cache else None,  # type: ignore[arg-type]
+            **{CACHE_NAME: decoded.cache if use_cache else None},  # type: ignore[arg-type]
+            last_hidden_state=decoded.features,
             cross_attentions=(decoded.weights,) if output_attentions else None,
             encoder_last_hidden_state=decoded.encoded.last_hidden_state,
             encoder_hidden_states=decoded.encoded.hidden_states,
@@ -1059,12 +1076,12 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
         attention_mask: torch.Tensor | None,
         decoder_input_ids: torch.Tensor | None,
         encoder_outputs: Seq2SeqAttnEncoderOutput | tuple | None = None,
-        past_key_values: Seq2SeqAttnCache | None = None,
+        cache: Seq2SeqAttnCache | None = None,
         output_hidden_states: bool | None = None,
     ) -> Decoded:
         """[`forward`]'s work, returned as a plain tuple: the vocabulary head calls this directly, so a
         generated token builds one `ModelOutput` (~50 us each on a CPU), not two. Arguments as [`forward`]."""
-        _check_cache(past_key_values)
+        _check_cache(cache)
         if decoder_input_ids is None:
             raise ValueError("`decoder_input_ids` (or `labels`, from which they are made) are required.")
         check_integer_ids(decoder_input_ids, "decoder_input_ids")
@@ -1089,7 +1106,8 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
             raise ValueError(
                 f"Source batch ({states.shape[0]}) and target batch ({decoder_input_ids.shape[0]}) differ."
             )
-        cache = past_key_values if past_key_values is not None else self.decoder.init_cache(encoded)
+        if cache is None:
+            cache = self.decoder.init_cache(encoded)
         features, new_cache, weights = self.decoder(decoder_input_ids, cache)
         return Decoded(features, new_cache, weights, encoded)
 
@@ -1108,7 +1126,7 @@ class Decoded(NamedTuple):
 # --------------------------------------------------------------------------------------------
 def generation_step_inputs(
     decoder_input_ids: torch.Tensor,
-    past_key_values: object | None = None,
+    cache: object | None = None,
     attention_mask: torch.Tensor | None = None,
     encoder_outputs: object | None = None,
     use_cache: bool | None = None,
@@ -1117,12 +1135,14 @@ def generation_step_inputs(
     """`prepare_inputs_for_generation` of a recurrent decoder (the PyTorch and the ONNX Runtime model).
 
     Once a cache exists only the newest token `(B, 1)` is fed, so each generated token costs one decoder step.
+    `generate()` passes the cache as `cache` (transformers >= 5.24) or `past_key_values` (earlier).
     """
-    if past_key_values is not None:
+    cache = take_cache(cache, kwargs)
+    if cache is not None:
         decoder_input_ids = decoder_input_ids[:, -1:]
     inputs = {
         "decoder_input_ids": decoder_input_ids,
-        "past_key_values": past_key_values,
+        "cache": cache,
         "attention_mask": attention_mask,
         "encoder_outputs": encoder_outputs,
         "use_cache": use_cache,
@@ -1181,7 +1201,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: Seq2SeqAttnEncoderOutput | tuple | None = None,
-        past_key_values: Seq2SeqAttnCache | None = None,
+        cache: Seq2SeqAttnCache | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -1210,7 +1230,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
             attention_mask,
             decoder_input_ids,
             encoder_outputs,
-            past_key_values,
+            cast("Seq2SeqAttnCache | None", take_cache(cache, kwargs)),
             output_hidden_states,
         )
         logits = self.lm_head(decoded.features)  # (B, T, V)
@@ -1220,7 +1240,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=decoded.cache if use_cache else None,
+            **{CACHE_NAME: decoded.cache if use_cache else None},  # type: ignore[arg-type]
             cross_attentions=(decoded.weights,) if output_attentions else None,
             encoder_last_hidden_state=decoded.encoded.last_hidden_state,
             encoder_hidden_states=decoded.encoded.hidden_states,
@@ -1232,7 +1252,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
     def prepare_inputs_for_generation(  # type: ignore[override]
         self,
         decoder_input_ids: torch.LongTensor,
-        past_key_values: Seq2SeqAttnCache | None = None,
+        cache: Seq2SeqAttnCache | None = None,
         attention_mask: torch.Tensor | None = None,
         encoder_outputs: Seq2SeqAttnEncoderOutput | None = None,
         use_cache: bool | None = None,
@@ -1240,7 +1260,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
     ) -> dict:
         """With a cache only the newest token is fed: each generated token costs one decoder step."""
         return generation_step_inputs(
-            decoder_input_ids, past_key_values, attention_mask, encoder_outputs, use_cache, **kwargs
+            decoder_input_ids, cache, attention_mask, encoder_outputs, use_cache, **kwargs
         )
 
     # Takes the base's other arguments through `**kwargs` (it only checks the cache options, then
@@ -1250,7 +1270,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
 
         Refuses up front what a recurrent decoder state cannot serve: a `cache_implementation`
         (transformers' static/offloaded/quantized caches store per-token keys and values) and a foreign
-        `past_key_values`. Assisted decoding and prompt lookup are refused by `generate()` itself
+        `cache` (or `past_key_values`). Assisted decoding and prompt lookup are refused by `generate()` itself
         because the model is stateful (its state cannot be rewound to drop rejected draft tokens).
         """
         implementation = kwargs.get("cache_implementation")
@@ -1264,7 +1284,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
                 "fixed-size decoder state (`Seq2SeqAttnCache`) instead of per-token keys and values. Leave "
                 "`cache_implementation` unset."
             )
-        _check_cache(kwargs.get("past_key_values"))
+        _check_cache(kwargs.get("cache", kwargs.get("past_key_values")))
         # transformers types the mixin's `self` as its `GenerativePreTrainedModel` protocol, which no
         # `PreTrainedModel` satisfies for mypy (read-only `device` / `dtype` where it wants settable ones).
         return super().generate(inputs, generation_config, **kwargs)  # type: ignore[misc]

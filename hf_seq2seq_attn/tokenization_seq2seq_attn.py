@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +200,12 @@ def _require_fast(tokenizer: Any, name_or_path: str) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def _load_fast(name_or_path: str) -> PreTrainedTokenizerFast:
+    # The `tokenizers` class itself, not `AutoTokenizer`: an `auto_map` in a stranger's folder is never
+    # followed, so loading a tokenizer runs no code from it (and asks nothing).
+    return PreTrainedTokenizerFast.from_pretrained(name_or_path, trust_remote_code=False)
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
     """Load a tokenizer saved with `save_pretrained` (a local folder) or cached from the Hub.
 
@@ -221,15 +227,15 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
                 f"The folder {path!r} holds no tokenizer (no tokenizer.json or tokenizer_config.json). "
                 "Save one there with `tokenizer.save_pretrained(folder)`."
             )
-        return _require_fast(AutoTokenizer.from_pretrained(path), path)
+        return _require_fast(_load_fast(path), path)
     if _looks_like_local_path(name_or_path):
         raise FileNotFoundError(
             f"No tokenizer folder at {path!r}. Check the path, or train one with `train_tokenizer(...)` "
             "and save it with `tokenizer.save_pretrained(folder)`."
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except OSError as err:
+        tokenizer = _load_fast(name_or_path)
+    except (OSError, ValueError) as err:  # ValueError: no tokenizer files found to build from
         offline = os.environ.get("HF_HUB_OFFLINE", "0")
         raise FileNotFoundError(
             f"Could not load a tokenizer from {name_or_path!r}: it is not a local folder and no copy was "

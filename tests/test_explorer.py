@@ -19,7 +19,6 @@ from hf_seq2seq_attn import explorer
 from hf_seq2seq_attn.explorer import (
     Exploration,
     alignment_html,
-    check_model_folder,
     encode_source,
     explore,
     formula_markdown,
@@ -31,6 +30,7 @@ from hf_seq2seq_attn.explorer import (
     step_attention,
     write_space,
 )
+from hf_seq2seq_attn.inference import check_model_type
 
 SOURCE = "el gato negro come hola"
 # Float32 attention recomputed by a teacher-forced forward instead of cached decoding steps: the same
@@ -298,19 +298,19 @@ def test_formula_names_the_config_and_links_the_formula_table_in_the_page():
     assert "2 heads" in multi and "num_attention_heads=2" in multi and "v^T tanh(W_q s + W_k h)" in multi
 
 
-def test_check_model_folder(tmp_path):
+def test_check_model_type(tmp_path):
     good = save_tiny_model(tmp_path / "good")
-    check_model_folder(good)
+    check_model_type(good)
     with pytest.raises(FileNotFoundError, match="No model folder"):
-        check_model_folder(str(tmp_path / "missing"))
+        check_model_type(str(tmp_path / "missing"))
     other = tmp_path / "bert"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     with pytest.raises(ValueError, match="'bert' model, not a 'seq2seq_attn'"):
-        check_model_folder(str(other))
+        check_model_type(str(other))
     (tmp_path / "good" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="no weights"):
-        check_model_folder(good)
+        check_model_type(good)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
+from hf_seq2seq_attn.modeling_seq2seq_attn import CACHE_NAME
 
 
 @pytest.fixture(
@@ -131,8 +132,20 @@ def test_generate_returns_scores_and_cross_attentions(model):
     assert torch.all(step[1, :, :, 3:] == 0)  # padded keys of the shorter source
 
 
-def test_each_generated_token_costs_one_decoder_step(model, monkeypatch):
-    """The cache means every call after the first feeds exactly one new token to the decoder."""
+DECODING_MODES = {
+    "greedy": dict(),
+    "beam": dict(num_beams=3),
+    "sampling": dict(do_sample=True, top_k=5),
+}
+
+
+@pytest.mark.parametrize("mode", DECODING_MODES)
+def test_each_generated_token_costs_one_decoder_step(model, monkeypatch, mode):
+    """The cache means every call after the first feeds exactly one new token to the decoder.
+
+    The guard against transformers renaming the cache again: were `generate()` to pass the cache under a
+    name `prepare_inputs_for_generation` does not read, each step would re-feed the whole prefix.
+    """
     seen = []
     original = model.model.decoder.forward
 
@@ -144,7 +157,7 @@ def test_each_generated_token_costs_one_decoder_step(model, monkeypatch):
     encoder_calls = []
     encoder = model.get_encoder()
     encoder.register_forward_hook(lambda *args: encoder_calls.append(1))
-    model.generate(padded_batch([5, 3]), max_new_tokens=6, min_new_tokens=6, num_beams=3)
+    model.generate(padded_batch([5, 3]), max_new_tokens=6, min_new_tokens=6, **DECODING_MODES[mode])
     assert seen == [1] * 6
     assert len(encoder_calls) == 1
 
@@ -232,10 +245,10 @@ def test_generation_steps_do_not_synchronise_with_the_host(model, monkeypatch):
             out = model(
                 encoder_outputs=encoder_outputs,
                 decoder_input_ids=token,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
-            cache = out.past_key_values
+            cache = out[CACHE_NAME]
             cache.reorder_cache(torch.tensor([1, 0]))
             token = out.logits[:, -1:].argmax(-1)
     assert calls == []

@@ -10,6 +10,7 @@ from tiny_inference_model import SOURCES, build_tiny_model, save_tiny_model
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
 from hf_seq2seq_attn.data import group_references
 from hf_seq2seq_attn.inference import attention_for, load_model_and_tokenizer, translate
+from hf_seq2seq_attn.modeling_seq2seq_attn import CACHE_NAME
 
 # Lengths differ, so sorting by length reorders them; "" exercises a source that is only </s>.
 SENTENCES = ["el gato negro", "", "hola mundo", "gracias amigo hola mundo", "buenos"]
@@ -169,7 +170,7 @@ def test_attention_for_matches_the_greedy_translation(num_heads):
             outputs = model(
                 **encoded,
                 decoder_input_ids=torch.tensor([[token]]),
-                past_key_values=outputs.past_key_values,
+                cache=outputs[CACHE_NAME],
                 use_cache=True,
                 output_attentions=True,
             )

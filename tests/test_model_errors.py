@@ -145,10 +145,11 @@ def test_foreign_cache_is_refused_with_a_clear_message(model):
 
     source = padded_batch([4, 3])
     for cache in (DynamicCache(), EncoderDecoderCache(DynamicCache(), DynamicCache())):
-        with pytest.raises(ValueError, match="must be the model's own `Seq2SeqAttnCache`"):
-            model(input_ids=source, decoder_input_ids=padded_batch([1, 1]), past_key_values=cache)
-        with pytest.raises(ValueError, match="Seq2SeqAttnCache"):
-            model.generate(source, max_new_tokens=3, past_key_values=cache)
+        for name in ("cache", "past_key_values"):  # today's name, and the one before transformers 5.24
+            with pytest.raises(ValueError, match="must be the model's own `Seq2SeqAttnCache`"):
+                model(input_ids=source, decoder_input_ids=padded_batch([1, 1]), **{name: cache})
+            with pytest.raises(ValueError, match="Seq2SeqAttnCache"):
+                model.generate(source, max_new_tokens=3, **{name: cache})
 
 
 @pytest.mark.parametrize("implementation", ["static", "offloaded", "dynamic"])

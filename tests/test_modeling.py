@@ -8,7 +8,7 @@ import torch
 from conftest import make_config, padded_batch
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.modeling_seq2seq_attn import ATTENTION_SCORES, rnn_cell
+from hf_seq2seq_attn.modeling_seq2seq_attn import ATTENTION_SCORES, CACHE_NAME, rnn_cell
 
 VARIANTS = list(
     itertools.product(
@@ -36,10 +36,10 @@ def stepwise_logits(model, input_ids, decoder_input_ids, chunks=(1,)):
         out = model(
             encoder_outputs=encoder_outputs,
             decoder_input_ids=decoder_input_ids[:, start : start + size],
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
-        cache, start = out.past_key_values, start + size
+        cache, start = out[CACHE_NAME], start + size
         logits.append(out.logits)
     return torch.cat(logits, dim=1)
 

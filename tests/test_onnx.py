@@ -22,13 +22,14 @@ from tiny_inference_model import SOURCES, build_tiny_model, save_tiny_model
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration  # noqa: E402
+from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
 from hf_seq2seq_attn.inference import translate  # noqa: E402
 from hf_seq2seq_attn.modeling_ort import (  # noqa: E402
     Seq2SeqAttnOnnxCache,
     Seq2SeqAttnOnnxModel,
     load_onnx_model_and_tokenizer,
 )
+from hf_seq2seq_attn.modeling_seq2seq_attn import CACHE_NAME  # noqa: E402
 from hf_seq2seq_attn.onnx_export import export_onnx, main  # noqa: E402
 from hf_seq2seq_attn.pipeline_seq2seq_attn import Seq2SeqAttnTranslationPipeline  # noqa: E402
 
@@ -128,20 +129,20 @@ def test_logits_and_attention_match_pytorch_at_every_step(variant):
                 encoder_outputs=encoder_outputs,
                 attention_mask=attention_mask,
                 decoder_input_ids=step_ids,
-                past_key_values=cache,
+                cache=cache,
                 output_attentions=True,
             )
             got = onnx_model(
                 encoder_outputs=onnx_encoder_outputs,
                 decoder_input_ids=step_ids,
-                past_key_values=onnx_cache,
+                cache=onnx_cache,
                 output_attentions=True,
             )
             torch.testing.assert_close(got.logits, expected.logits, atol=ATOL, rtol=0, msg=f"step {t}")
             torch.testing.assert_close(
                 got.cross_attentions[0], expected.cross_attentions[0], atol=ATOL, rtol=0
             )
-            cache, onnx_cache = expected.past_key_values, got.past_key_values
+            cache, onnx_cache = expected[CACHE_NAME], got[CACHE_NAME]
         # Teacher forcing over all T at once (the PyTorch fast path) gives the same logits too.
         full = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
     onnx_full = onnx_model(
@@ -165,6 +166,28 @@ def test_greedy_and_beam_tokens_identical(variant):
             input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=8, **kwargs
         )
         assert torch.equal(got, expected), kwargs
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(), dict(num_beams=3), dict(do_sample=True, top_k=5)], ids=["greedy", "beam", "sampling"]
+)
+def test_each_generated_token_costs_one_decoder_step(default_pair, monkeypatch, kwargs):
+    """As the PyTorch model's test: after the first step `generate()` feeds one token per step, whatever
+    name the installed transformers gives the cache."""
+    _, onnx_model = default_pair
+    widths = []
+    original = onnx_model.forward
+
+    def spy(*args, **inputs):
+        widths.append(inputs["decoder_input_ids"].shape[1])
+        return original(*args, **inputs)
+
+    monkeypatch.setattr(onnx_model, "forward", spy)
+    input_ids, attention_mask = _source()
+    onnx_model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=6, min_new_tokens=6, **kwargs
+    )
+    assert widths == [1] * 6
 
 
 def test_sampling_scores_and_attentions_as_pytorch(default_pair):
