@@ -48,6 +48,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,7 @@ EPILOG = """examples:
   seq2seq-attn benchmark --quick                           # tiny shapes, one repeat (smoke test)
   git worktree add /tmp/base036 036bb98
   seq2seq-attn benchmark --compare_with /tmp/base036 --threads 1 --repeats 5
+  seq2seq-attn benchmark --compare_with . --compare_python /tmp/venv-transformers-5.23/bin/python
 (`python scripts/benchmark.py ...` is the same command.)"""
 
 
@@ -854,7 +856,8 @@ def worker_main(argv: list[str]) -> int:
         for name in setup["figures"]:
             for _ in range(setup["warmup"]):
                 jobs[name]()
-        _reply({"package": str(Path(hf_seq2seq_attn.__file__).parent)})
+        versions = f"torch={torch.__version__} transformers={transformers.__version__}"
+        _reply({"package": str(Path(hf_seq2seq_attn.__file__).parent), "versions": versions})
         for line in sys.stdin:
             name = json.loads(line)["figure"]
             _reply({"seconds": time_once(jobs[name])})
@@ -882,14 +885,14 @@ class Worker:
     Started at construction (both sides import in parallel); `ready()` waits for its set-up.
     """
 
-    def __init__(self, name: str, root: Path, setup: dict[str, Any]):
+    def __init__(self, name: str, root: Path, setup: dict[str, Any], python: str = sys.executable):
         self.name = name
         # A file, not a pipe (a full pipe would block the worker); closed in `close`.
         self.stderr: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115
         paths = [str(root), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         # cwd=root: `python -c` puts the working directory first on sys.path.
         self.process = subprocess.Popen(
-            [sys.executable, "-c", WORKER_BOOT, str(Path(__file__).resolve())],
+            [python, "-c", WORKER_BOOT, str(Path(__file__).resolve())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -898,11 +901,12 @@ class Worker:
             env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
         )
         self._send(setup)
-        self.package = ""
+        self.package = self.versions = ""
 
     def ready(self) -> None:
         """Wait until the worker has built and warmed up its jobs; `package` is then its package path."""
-        self.package = self._receive()["package"]
+        reply = self._receive()
+        self.package, self.versions = reply["package"], reply.get("versions", "")
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         self._send(message)
@@ -958,22 +962,29 @@ def check_checkout(directory: Path) -> Path:
 
 
 def run_compare(
-    other: Path, figures: list[str], threads: int, repeats: int, warmup: int, quick: bool
+    other: Path,
+    figures: list[str],
+    threads: int,
+    repeats: int,
+    warmup: int,
+    quick: bool,
+    other_python: str = sys.executable,
 ) -> dict[str, dict[str, float]]:
-    """Time `figures` in two workers (ours, and the package in `other`), alternating which goes first
-    in each round; print one row per side and figure and the ours/theirs ratios; return the medians
+    """Time `figures` in two workers (ours, and the package in `other` run by the interpreter
+    `other_python`, e.g. of a venv with another transformers), alternating which goes first in each round;
+    print one row per side and figure and the ours/theirs ratios; return the medians
     `{figure: {"ours": value, "theirs": value}}`. A figure of OURS_ONLY is timed on our side only and
     compared with the other side's figure it names (which is then timed too)."""
     theirs_figures = list(dict.fromkeys(OURS_ONLY.get(figure, figure) for figure in figures))
     plan = {"ours": figures, "theirs": theirs_figures}
     sides: list[Worker] = []
     try:
-        for name, root in (("ours", package_root()), ("theirs", other)):
+        for name, root, python in (("ours", package_root(), sys.executable), ("theirs", other, other_python)):
             setup = {"threads": threads, "quick": quick, "warmup": warmup, "figures": plan[name]}
-            sides.append(Worker(name, root, setup))
+            sides.append(Worker(name, root, setup, python))
         for worker in sides:
             worker.ready()
-            print(f"compare  {worker.name:<6} package {worker.package}")
+            print(f"compare  {worker.name:<6} package {worker.package}  {worker.versions}")
         seconds: dict[tuple[str, str], list[float]] = {(f, w.name): [] for w in sides for f in plan[w.name]}
         timed = list(dict.fromkeys(figures + theirs_figures))
         for round_ in range(repeats):
@@ -1143,6 +1154,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"run {','.join(COMPARE_FIGURES)} side by side with the package in checkout DIR (CPU) and print "
         "ours/theirs ratios, instead of the other figures",
     )
+    parser.add_argument(
+        "--compare_python",
+        metavar="PYTHON",
+        default=sys.executable,
+        help="the interpreter of the --compare_with side, e.g. another venv's bin/python to compare "
+        "transformers releases (default: this one)",
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)  # internal: KIND:ARCH, one memory probe
     return parser
 
@@ -1168,6 +1186,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             args.compare_with = check_checkout(args.compare_with)
         except ValueError as error:
             raise _ArgumentError(str(error)) from None
+        if shutil.which(args.compare_python) is None:
+            raise _ArgumentError(f"--compare_python {args.compare_python}: no such executable")
     if args.quick:
         args.repeats = 1
     return args
@@ -1221,7 +1241,15 @@ def main(argv: list[str] | None = None) -> int:
             figures = [name for name in figures if name not in OURS_ONLY]
         try:
             for threads in args.threads:
-                run_compare(args.compare_with, figures, threads, args.repeats, args.warmup, args.quick)
+                run_compare(
+                    args.compare_with,
+                    figures,
+                    threads,
+                    args.repeats,
+                    args.warmup,
+                    args.quick,
+                    args.compare_python,
+                )
         except RuntimeError as error:  # a worker died, e.g. the other checkout's package does not import
             print(f"error: {error}", file=sys.stderr)
             return 1

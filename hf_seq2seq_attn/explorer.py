@@ -959,8 +959,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--port must be between 1 and 65535, got {args.port}.")
     for name in args.model:
         try:
-            if looks_like_path(name):
-                check_model_type(name)  # Hub ids are checked where they load (the page, the Space)
+            check_model_type(name)  # before anything of it loads: no code from the folder or repo runs
         except (OSError, ValueError) as err:
             return fail(_friendly(err))
     try:

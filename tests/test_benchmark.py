@@ -108,11 +108,13 @@ def test_compare_with_another_checkout(capsys, tmp_path):
         REPO / "hf_seq2seq_attn", tmp_path / "hf_seq2seq_attn", ignore=shutil.ignore_patterns("__pycache__")
     )
     argv = [*QUICK, "--repeats", "2", "--only", "train,latency", "--compare_with", str(tmp_path)]
-    assert main(argv) == 0
+    assert main([*argv, "--compare_python", sys.executable]) == 0  # another venv's python would do
     lines = capsys.readouterr().out.splitlines()
     packages = {
         line.split()[1]: line.split()[3] for line in rows(lines, "compare") if line.split()[2] == "package"
     }
+    package_lines = [line for line in rows(lines, "compare") if line.split()[2] == "package"]
+    assert len(package_lines) == 2 and all("transformers=" in line for line in package_lines)
     assert Path(packages["theirs"]) == tmp_path / "hf_seq2seq_attn"
     assert Path(packages["ours"]) == REPO / "hf_seq2seq_attn"
     for side, figure in itertools.product(("ours", "theirs"), ("train", "latency")):
@@ -160,6 +162,7 @@ def test_compare_with_a_broken_checkout_names_the_failure(capsys, tmp_path):
         (["--threads", "0"], "--threads"),
         (["--compare_with", "/nonexistent/checkout"], "no hf_seq2seq_attn"),
         (["--compare_with", ".", "--only", "memory"], "unknown figure"),
+        (["--compare_with", ".", "--compare_python", "/nonexistent/python"], "--compare_python"),
     ],
 )
 def test_user_mistakes_give_an_error_line_and_exit_code_2(capsys, argv, message):
