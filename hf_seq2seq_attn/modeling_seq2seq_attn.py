@@ -923,6 +923,56 @@ class Seq2SeqAttnPreTrainedModel(PreTrainedModel):
             add_pipeline_to_folder(save_directory)
         return result
 
+    def resize_token_embeddings(
+        self,
+        new_num_tokens: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        mean_resizing: bool = True,
+    ) -> nn.Embedding:
+        """`PreTrainedModel.resize_token_embeddings` (e.g. after `tokenizer.add_tokens`), aware of two vocabularies.
+
+        The base method resizes the encoder's embeddings and the vocabulary projection and updates `vocab_size`
+        only, which would leave `decoder_vocab_size` (and, with separate embeddings, the decoder's table) behind:
+        the saved folder would then not load. Here:
+
+        * one vocabulary (shared embeddings, or source and target of equal size, as when one tokenizer serves
+          both sides): the source and target embeddings and the projection `(V, E)` all take the new size,
+          and `decoder_vocab_size` follows `vocab_size`;
+        * two vocabularies of different sizes: only the source vocabulary (`vocab_size`) changes.
+
+        New rows are initialised as transformers does (`mean_resizing`: from the old rows' mean and covariance).
+        Ties (`share_encoder_decoder_embeddings`, `tie_word_embeddings`) are restored afterwards.
+
+        Returns:
+            The new source `nn.Embedding`.
+        """
+        config = self.config
+        base = cast("Seq2SeqAttnModel", self.base_model)
+        source = self._get_resized_embeddings(
+            base.encoder.embed_tokens, new_num_tokens, pad_to_multiple_of, mean_resizing
+        )
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return source
+        size = source.num_embeddings
+        one_vocabulary = (
+            config.share_encoder_decoder_embeddings or config.decoder_vocab_size == config.vocab_size
+        )
+        base.encoder.embed_tokens = source
+        if config.share_encoder_decoder_embeddings:
+            base.decoder.embed_tokens = source
+        elif one_vocabulary:
+            base.decoder.embed_tokens = self._get_resized_embeddings(
+                base.decoder.embed_tokens, size, mean_resizing=mean_resizing
+            )
+        if one_vocabulary:
+            head = self.get_output_embeddings()
+            if isinstance(head, nn.Linear):
+                self.set_output_embeddings(self._get_resized_lm_head(head, size, mean_resizing=mean_resizing))
+            config.decoder_vocab_size = size
+        config.vocab_size = size
+        self.tie_weights()
+        return source
+
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
         # Built in `__init__` from both embedding flags; the base method would drop the encoder/decoder
         # sharing whenever `tie_word_embeddings` is False.
