@@ -273,7 +273,9 @@ class Seq2SeqAttnAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Softmax over the masked scores and the weighted sum, from already projected queries `(B, N, T, D)`."""
         scores = self.score(query, keys).masked_fill(~mask[:, None, None, :], float("-inf"))  # (B, N, T, S)
-        weights = torch.softmax(scores, dim=-1)  # (B, N, T, S)
+        # In float32 (or wider) whatever the compute dtype: bf16/fp16 sums over long sources lose the small weights.
+        weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+        weights = weights.to(values.dtype)  # (B, N, T, S)
         context = self.dropout(weights) @ values  # (B, N, T, D or K)
         batch, _, length, _ = context.shape
         context = context.transpose(1, 2).reshape(batch, length, -1)  # (B, T, N*D or K)
