@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .inference import check_model_type
@@ -100,27 +101,61 @@ def last_checkpoints(output_dir: str, n: int) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Reading and checking
 # --------------------------------------------------------------------------------------------
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _load_safetensors(path: str) -> dict[str, torch.Tensor]:
+    """`load_file(path)`, with a damaged file reported as a `ValueError` that names it.
+
+    A checkpoint cut off while being written (disk full, a killed job, a partial copy) has a header that
+    promises more bytes than the file holds; safetensors then raises its own error type, which names
+    neither the file nor a way out.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} is missing; the checkpoint folder is incomplete.")
+    try:
+        return load_file(path)
+    except SafetensorError as error:
+        raise ValueError(
+            f"{path!r} is truncated or corrupted ({error}); re-copy the checkpoint or leave it out."
+        ) from None
+
+
+def _shard_names(index: str) -> list[str]:
+    """The shard files listed by a `model.safetensors.index.json`, each once, sorted."""
+    try:
+        weight_map = _read_json(index)["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{index!r} is not a safetensors index (a JSON object with a `weight_map`): {error}"
+        ) from None
+    if not all(isinstance(shard, str) and os.path.basename(shard) == shard for shard in shards):
+        raise ValueError(f"{index!r} lists shard names that are not plain file names: {shards[:5]}.")
+    return shards
+
+
 def read_weights(folder: str) -> dict[str, torch.Tensor]:
-    """The tensors of a saved model folder (one safetensors file or a sharded index), never a pickle."""
+    """The tensors of a saved model folder (one safetensors file or a sharded index), never a pickle.
+
+    Raises:
+        `FileNotFoundError`: the folder has neither weights file, or a shard the index lists is missing.
+        `ValueError`: a weights file is truncated or corrupted, or the index is not valid JSON (names the file).
+    """
     single = os.path.join(folder, WEIGHTS_NAME)
     if os.path.isfile(single):
-        return load_file(single)
+        return _load_safetensors(single)
     index = os.path.join(folder, WEIGHTS_INDEX_NAME)
     if os.path.isfile(index):
-        with open(index, encoding="utf-8") as handle:
-            shards = sorted(set(json.load(handle)["weight_map"].values()))
         tensors: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            tensors.update(load_file(os.path.join(folder, shard)))
+        for shard in _shard_names(index):
+            tensors.update(_load_safetensors(os.path.join(folder, shard)))
         return tensors
     raise FileNotFoundError(
         f"{folder!r} has no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}); only safetensors checkpoints are averaged."
     )
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def _config(folder: str) -> dict[str, Any]:

@@ -124,10 +124,17 @@ def generation_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_for_inference(args: argparse.Namespace):
-    """`(model, tokenizer)` for `--model` on `--backend`."""
+    """`(model, tokenizer)` for `--model` on `--backend`; `ValueError` for a `--device` the backend cannot use."""
     if args.backend == "onnx":
+        from .inference import resolve_device
         from .modeling_ort import load_onnx_model_and_tokenizer
 
+        # The ONNX sessions run on the CPU: a GPU asked for would otherwise be ignored without a word.
+        if resolve_device(args.device).type != "cpu":
+            raise ValueError(
+                f"--device {args.device}: the onnx backend runs on the CPU only; drop --device or use "
+                "--backend pytorch."
+            )
         return load_onnx_model_and_tokenizer(args.model)
     from .inference import load_model_and_tokenizer
 

@@ -1,7 +1,7 @@
 """Grapheme-to-phoneme the way speech front ends use it: a lexicon first, a trained model for the rest.
 
 - [`load_lexicon`]: a CMUdict-format pronunciation file (`WORD  P1 P2 ...`, `WORD(2)` variants, `;;;`
-  comments) as `{WORD: [pronunciation, ...]}`.
+  comment lines, `# ...` comments to the end of a line) as `{WORD: [pronunciation, ...]}`.
 - [`normalize_word`]: what the model is given for an input word, or why the word is skipped.
 - [`G2P`]: `G2P.from_pretrained(folder).predict(words, n_best=3, lexicon=lexicon)`.
 - [`main`]: `seq2seq-attn g2p --model DIR [--lexicon FILE] [--n_best K] [--input FILE]`.
@@ -13,8 +13,9 @@ separated by spaces as the target (`"HH AH0 L OW1"` with stress, `"HH AH L OW"` 
 Input normalisation (documented behaviour, never a crash):
 - Empty words / empty lines: skipped with a warning.
 - Surrounding punctuation is stripped (`"hello,"` -> `hello`, `"(yes)"` -> `yes`).
-- The lexicon is asked first for the word as written (uppercased, so `don't` finds `DON'T`), then for
-  its normalised letters.
+- Typographic apostrophes (`’` `‘` `ʼ`) are read as `'`, for the lexicon and the model alike.
+- The lexicon is asked first for the word as written (uppercased, so `don't` and `don’t` find `DON'T`),
+  then for its normalised letters.
 - For the model, accents are folded (`café` -> `cafe`, NFKD without combining marks), letters are
   lowercased, and apostrophes, hyphens and periods inside the word are dropped (`don't` -> `dont`,
   `x-ray` -> `xray`, `a.m.` -> `am`).
@@ -22,6 +23,8 @@ Input normalisation (documented behaviour, never a crash):
   normalisation is the front end's job, and the recipe saw no digits).
 - Words with other characters once folded (non-Latin letters such as `привет` or `東京`, symbols
   such as `&`) are skipped with a warning: the model only knows `a`-`z`.
+- An empty pronunciation from the model (it ended at once) is returned as it is, with a warning naming
+  the word.
 
 Probabilities: for model predictions, the probability of the whole phoneme sequence under the model,
 `exp(sum of the log-probabilities of its tokens, </s> included)`, from beam search with
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import re
 import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -44,10 +48,18 @@ from typing import Any
 
 import torch
 
+from .modeling_seq2seq_attn import transition_scores
+
 logger = logging.getLogger(__name__)
 
-# Stripped from both ends of a word, and dropped inside it for the model.
-INNER_PUNCTUATION = frozenset("'’‘-‐‑.")
+# Typographic apostrophes (right / left single quotation mark, modifier letter apostrophe) read as `'`:
+# lexicons spell DON'T with the ASCII one, word processors and some keyboards type the others.
+APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u2018\u02bc", "'"))
+# Dropped inside a word for the model (after APOSTROPHES).
+INNER_PUNCTUATION = frozenset("'-‐‑.")
+# A `#` that starts a field begins a comment running to the end of the line (cmudict.dict:
+# `aalborg AO1 L B AO0 R G # place, danish`); one inside a word (`C#`) is part of the word.
+COMMENT = re.compile(r"(?:^|\s)#")
 LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
 
 Pronunciations = list[tuple[str, float]]
@@ -70,8 +82,10 @@ def load_lexicon(path: str) -> dict[str, list[str]]:
     """Read a CMUdict-format lexicon.
 
     Format: one entry per line, `WORD  P1 P2 ...` (any whitespace between fields); `WORD(2)`, `WORD(3)`
-    are variants of `WORD`; lines starting with `;;;` are comments; blank lines are ignored. Words are
-    matched case-insensitively (stored uppercase).
+    are variants of `WORD`; lines starting with `;;;` are comments, and so is everything from a `#` that
+    starts a field to the end of the line (the `cmudict` package's notes such as `# place, danish`; a `#`
+    inside a word, as in `C#`, is kept); blank lines are ignored.
+    Words are matched case-insensitively (stored uppercase, typographic apostrophes as `'`).
 
     Returns:
         `{WORD: ["P1 P2 ...", ...]}`, variants in file order, duplicates dropped.
@@ -82,7 +96,7 @@ def load_lexicon(path: str) -> dict[str, list[str]]:
     """
     lexicon: dict[str, list[str]] = {}
     for number, line in enumerate(_lexicon_lines(path), start=1):
-        stripped = line.strip()
+        stripped = COMMENT.split(line, maxsplit=1)[0].strip()
         if not stripped or stripped.startswith(";;;"):
             continue
         fields = stripped.split()
@@ -97,7 +111,7 @@ def load_lexicon(path: str) -> dict[str, list[str]]:
             if base and variant.isdigit():
                 word = base
         phones = " ".join(fields[1:])
-        variants = lexicon.setdefault(word.upper(), [])
+        variants = lexicon.setdefault(word.translate(APOSTROPHES).upper(), [])
         if phones not in variants:
             variants.append(phones)
     return lexicon
@@ -116,13 +130,19 @@ def _strip_punctuation(word: str) -> str:
     return word[start:end]
 
 
+def _word_core(word: str) -> str:
+    """`word` without surrounding punctuation and with ASCII apostrophes: what the lexicon is asked for, and
+    what the model's letters are made from (one place, so both see the same word)."""
+    return _strip_punctuation(word.strip().translate(APOSTROPHES))
+
+
 def normalize_word(word: str) -> tuple[str | None, str]:
     """The letters the model is given for `word`, or None and the reason it is skipped.
 
     Returns:
         `(letters, "")`, e.g. `("cafe", "")` for `"Café,"`, or `(None, reason)`.
     """
-    core = _strip_punctuation(word.strip())
+    core = _word_core(word)
     if not core:
         return None, "no letters" if word.strip() else "empty"
     folded = "".join(c for c in unicodedata.normalize("NFKD", core) if not unicodedata.combining(c))
@@ -141,7 +161,7 @@ def model_source(letters: str) -> str:
 
 
 def _lexicon_entry(word: str, letters: str | None, lexicon: dict[str, list[str]]) -> list[str] | None:
-    for key in (_strip_punctuation(word.strip()).upper(), (letters or "").upper()):
+    for key in (_word_core(word).upper(), (letters or "").upper()):
         if key and key in lexicon:
             return lexicon[key]
     return None
@@ -150,10 +170,10 @@ def _lexicon_entry(word: str, letters: str | None, lexicon: dict[str, list[str]]
 # --------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------
-def _sequence_log_probs(model: Any, output: Any, normalize: bool, eos_ids: set[int]) -> list[float]:
+def _sequence_log_probs(output: Any, normalize: bool, eos_ids: set[int]) -> list[float]:
     """Sum of the chosen tokens' log-probabilities per returned sequence, up to and including `</s>`."""
-    transition = model.compute_transition_scores(
-        output.sequences, output.scores, getattr(output, "beam_indices", None), normalize_logits=normalize
+    transition = transition_scores(
+        output.sequences, output.scores, getattr(output, "beam_indices", None), normalize
     )  # (R, steps)
     generated = output.sequences[:, 1:][:, : transition.shape[1]]  # (R, steps)
     is_eos = torch.zeros_like(generated, dtype=torch.bool)
@@ -221,7 +241,7 @@ class G2P:
                 output_scores=True,
                 return_dict_in_generate=True,
             )
-            log_probs = _sequence_log_probs(self.model, output, normalize=beams == 1, eos_ids=self._eos_ids())
+            log_probs = _sequence_log_probs(output, normalize=beams == 1, eos_ids=self._eos_ids())
             texts = self.tokenizer.batch_decode(output.sequences, skip_special_tokens=True)
             for item in range(len(chunk)):
                 rows = range(item * n_best, (item + 1) * n_best)
@@ -251,7 +271,7 @@ class G2P:
 
         Returns:
             One list per word of `(phonemes, probability)`, best first; an empty list for a skipped word
-            (a warning says why).
+            (a warning says why). An empty pronunciation predicted by the model is kept, with a warning.
         """
         if isinstance(words, str):
             raise TypeError("`words` must be a list of strings; wrap a single word as [word].")
@@ -272,8 +292,17 @@ class G2P:
         for letters, predicted in zip(
             unique, self.pronounce(unique, n_best, num_beams, batch_size, max_new_tokens), strict=True
         ):
+            empty = sum(not phones for phones, _ in predicted)
             for index in to_model[letters]:
                 results[index] = list(predicted)
+                if empty:  # the model ended at once: say so rather than print a blank pronunciation
+                    logger.warning(
+                        "Word %d %r: the model predicted an empty pronunciation%s (</s> first); is it "
+                        "trained for words like this one?",
+                        index + 1,
+                        words[index],
+                        f" ({empty} of its {len(predicted)} best)" if len(predicted) > 1 else "",
+                    )
         return results
 
 
@@ -287,12 +316,13 @@ EPILOG = """examples:
 
 input: UTF-8 text, one or more words per line (split at whitespace); output: one line per
 pronunciation, `word<TAB>phonemes`, plus `<TAB>probability` when --n_best > 1, in input order.
-Lexicon words (CMUdict format: `WORD  P1 P2 ...`, `WORD(2)` variants, `;;;` comments) are answered
-from the lexicon, every variant, probability 1.0; the model predicts the others.
+Lexicon words (CMUdict format: `WORD  P1 P2 ...`, `WORD(2)` variants, `;;;` and `# ...` comments) are
+answered from the lexicon, every variant, probability 1.0; the model predicts the others.
 Probabilities are the model's probability of the whole pronunciation, not renormalised over the n-best.
-Normalisation: surrounding punctuation is stripped, accents folded (café -> cafe), inner ' - .
-dropped (don't -> dont; the lexicon is asked for DON'T first). Skipped with a warning on stderr:
-empty lines, words with digits (spell numbers out first), words with non-Latin letters or symbols.
+Normalisation: surrounding punctuation is stripped, accents folded (café -> cafe), ’ ‘ ʼ read as ',
+inner ' - . dropped (don't -> dont; the lexicon is asked for DON'T first). Skipped with a warning on
+stderr: empty lines, words with digits (spell numbers out first), words with non-Latin letters or
+symbols. An empty pronunciation from the model is printed with a warning.
 """
 
 

@@ -91,6 +91,24 @@ def _config_file(name_or_path: str) -> str:
         ) from err
 
 
+def check_config_file(config_file: str, name: str) -> None:
+    """Refuse a `config.json` that is not a JSON object or names another `model_type` than ours.
+
+    Read as JSON only, so nothing it points at (an `auto_map` naming a stranger's Python files) runs.
+    `name` is the folder or repo it belongs to, for the message.
+    """
+    try:
+        with open(config_file, encoding="utf-8") as handle:
+            model_type = json.load(handle).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:  # AttributeError: JSON, but not an object
+        raise ValueError(f"{name!r}: config.json is not a readable JSON object ({err}).") from None
+    if model_type != MODEL_TYPE:
+        raise ValueError(
+            f"{name!r} holds a {model_type!r} model, not a {MODEL_TYPE!r} one: this package's tools "
+            "load only its own attention RNN models (and run no code shipped with a model)."
+        )
+
+
 def check_model_type(name_or_path: str) -> None:
     """Refuse a folder or Hub repo that does not hold a `seq2seq_attn` model, before anything of it is loaded.
 
@@ -101,17 +119,7 @@ def check_model_type(name_or_path: str) -> None:
         `FileNotFoundError`: no such folder or cached repo, or the folder lacks its config or weights.
         `ValueError`: `config.json` is not a JSON object, or names another `model_type`.
     """
-    config_file = _config_file(name_or_path)
-    try:
-        with open(config_file, encoding="utf-8") as handle:
-            model_type = json.load(handle).get("model_type")
-    except (OSError, ValueError, AttributeError) as err:
-        raise ValueError(f"{name_or_path!r}: config.json is not a readable JSON object ({err}).") from None
-    if model_type != MODEL_TYPE:
-        raise ValueError(
-            f"{name_or_path!r} holds a {model_type!r} model, not a {MODEL_TYPE!r} one: this package's tools "
-            "load only its own attention RNN models (and run no code shipped with a model)."
-        )
+    check_config_file(_config_file(name_or_path), name_or_path)
     if os.path.isdir(os.path.expanduser(name_or_path)):
         check_model_folder(os.path.expanduser(name_or_path))
 
@@ -397,6 +405,7 @@ def attention_for(
 
 __all__ = [
     "attention_for",
+    "check_config_file",
     "check_model_type",
     "load_model_and_tokenizer",
     "resolve_device",

@@ -35,8 +35,24 @@ from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from .configuration_seq2seq_attn import Seq2SeqAttnConfig
-from .modeling_seq2seq_attn import CACHE_NAME, Seq2SeqAttnEncoderOutput, generation_step_inputs, take_cache
-from .onnx_export import MANIFEST_NAME, require
+from .modeling_seq2seq_attn import (
+    CACHE_NAME,
+    Seq2SeqAttnEncoderOutput,
+    generation_step_inputs,
+    take_cache,
+    transition_scores,
+)
+from .onnx_export import (
+    GRAPH_NAMES,
+    MANIFEST_FIELDS,
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    PRECISIONS,
+    RECURRENT_FIELDS,
+    STATE_FIELDS,
+    require,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +104,205 @@ def _source_mask(input_ids: np.ndarray, attention_mask: np.ndarray | None, pad_t
 def _numpy(tensor: Any, dtype: type) -> np.ndarray:
     array = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading an export folder (its files are checked before use: a copied, edited or half-written
+# folder gets one error naming the file and the problem, not a KeyError or an ONNX Runtime trace)
+# --------------------------------------------------------------------------------------------
+REEXPORT = "Export the folder again: `seq2seq-attn export --model MODEL_DIR --output DIR`."
+
+
+def _json_object(path: pathlib.Path) -> dict[str, Any]:
+    """The JSON object in `path`; `ValueError` naming the file when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{str(path)!r} is not valid JSON ({error}). {REEXPORT}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{str(path)!r} holds a JSON {type(data).__name__}, not an object. {REEXPORT}")
+    return data
+
+
+def _is_type(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _check_state_names(manifest: dict[str, Any], where: str) -> None:
+    """`state_names` are known decoder state fields (hidden, keys and values always); the recurrent ones follow."""
+    names = manifest["state_names"]
+    if (
+        not all(isinstance(name, str) and name in STATE_FIELDS for name in names)
+        or len(set(names)) != len(names)
+        or not {"hidden", "keys", "values"} <= set(names)
+    ):
+        raise ValueError(
+            f"{where}: `state_names` must list distinct fields among {list(STATE_FIELDS)}, including hidden, "
+            f"keys and values; got {names!r}. {REEXPORT}"
+        )
+    recurrent = [name for name in names if name in RECURRENT_FIELDS]
+    if manifest["recurrent_state_names"] != recurrent:
+        raise ValueError(
+            f"{where}: `recurrent_state_names` is {manifest['recurrent_state_names']!r} but `state_names` "
+            f"{names!r} make it {recurrent!r}. {REEXPORT}"
+        )
+
+
+def _check_graph_table(graphs: dict[str, Any], where: str) -> None:
+    """`graphs` maps "fp32" (and optionally "int8") to `{graph name: file name}` for all three graphs."""
+    unknown = sorted(set(graphs) - set(PRECISIONS))
+    if "fp32" not in graphs or unknown:
+        raise ValueError(
+            f"{where}: `graphs` must have an 'fp32' entry and optionally 'int8'; got {sorted(graphs)}. "
+            f"{REEXPORT}"
+        )
+    for precision, files in graphs.items():
+        if (
+            not isinstance(files, dict)
+            or sorted(files) != sorted(GRAPH_NAMES)
+            or not all(isinstance(name, str) and name for name in files.values())
+        ):
+            raise ValueError(
+                f"{where}: `graphs.{precision}` must map each of {list(GRAPH_NAMES)} to a file name; got "
+                f"{files!r}. {REEXPORT}"
+            )
+
+
+def read_manifest(folder: pathlib.Path) -> dict[str, Any]:
+    """The checked `onnx_config.json` of an export folder (see `onnx_export.MANIFEST_FIELDS`).
+
+    Raises:
+        `FileNotFoundError`: the folder does not exist or has no manifest.
+        `ValueError`: the manifest is not JSON, lacks or adds fields, has a field of the wrong type, is of
+            another format (version), or lists unknown state fields or graphs. Graph paths are checked when
+            they are opened ([`graph_path`]).
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No ONNX export folder at {str(folder)!r}.")
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(folder)!r} is not an ONNX export folder (no {MANIFEST_NAME}); write one with "
+            "`seq2seq-attn export --model MODEL_DIR --output DIR`."
+        )
+    manifest = _json_object(path)
+    where = repr(str(path))
+    missing = [name for name in MANIFEST_FIELDS if name not in manifest]
+    unknown = sorted(set(manifest) - set(MANIFEST_FIELDS))
+    if missing or unknown:
+        problems = ([f"lacks the fields {missing}"] if missing else []) + (
+            [f"has unknown fields {unknown}"] if unknown else []
+        )
+        raise ValueError(
+            f"{where} {' and '.join(problems)}: it is not a manifest written by `seq2seq-attn export` (format "
+            f"version {MANIFEST_VERSION}). {REEXPORT}"
+        )
+    for name, kind in MANIFEST_FIELDS.items():
+        if not _is_type(manifest[name], kind):
+            raise ValueError(
+                f"{where}: field {name!r} must be a JSON {kind.__name__}, got {manifest[name]!r}. {REEXPORT}"
+            )
+    if manifest["format"] != MANIFEST_FORMAT or manifest["format_version"] != MANIFEST_VERSION:
+        raise ValueError(
+            f"{where}: format {manifest['format']!r} version {manifest['format_version']}, but this package reads "
+            f"{MANIFEST_FORMAT!r} version {MANIFEST_VERSION}. Export the model with this version of the package."
+        )
+    _check_state_names(manifest, where)
+    _check_graph_table(manifest["graphs"], where)
+    return manifest
+
+
+def graph_path(folder: pathlib.Path, filename: str) -> pathlib.Path:
+    """`folder / filename`, refusing a name that leads outside `folder` (absolute, `..`, or a symlink).
+
+    The manifest is data anyone can edit: a loader that followed it anywhere would open files its user never
+    pointed it at.
+    """
+    if pathlib.PurePath(filename).is_absolute():
+        raise ValueError(
+            f"{MANIFEST_NAME} in {str(folder)!r} names the graph {filename!r} by an absolute path; graph files "
+            f"must be inside the export folder. {REEXPORT}"
+        )
+    path = folder / filename
+    resolved, root = path.resolve(), folder.resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(
+            f"{MANIFEST_NAME} in {str(folder)!r} names the graph {filename!r}, which resolves to {str(resolved)!r}, "
+            f"outside the folder; graph files must be inside the export folder. {REEXPORT}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing. {REEXPORT}")
+    return path
+
+
+def _open_session(ort: Any, path: pathlib.Path, options: Any) -> Any:
+    """An ONNX Runtime session on `path`; `ValueError` naming the file when it is not a loadable graph."""
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # ONNX Runtime's error classes (InvalidProtobuf, Fail, NoSuchFile, ...) derive from Exception alone.
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{str(path)!r} is not a loadable ONNX graph (truncated or corrupted?): {reason}. {REEXPORT}"
+        ) from None
+
+
+def _check_graph_io(sessions: dict[str, Any], manifest: dict[str, Any], folder: pathlib.Path) -> None:
+    """The graphs take and return what the model feeds and reads, so a swapped or foreign file (or edited
+    state names) is refused here rather than failing inside the first `generate()`."""
+    states = list(manifest["state_names"])
+    recurrent = [f"next_{name}" for name in manifest["recurrent_state_names"]]
+    # name -> (inputs it may take, inputs it must take, outputs it must return)
+    expected: dict[str, tuple[set[str], set[str], set[str]]] = {
+        "encoder": (
+            {"input_ids", "attention_mask"},
+            {"input_ids", "attention_mask"},
+            {"last_hidden_state", "final_hidden_state"},
+        ),
+        # the tracer drops inputs a configuration does not read (the final state with bridge="zero")
+        "decoder_init": ({"last_hidden_state", "final_hidden_state", "attention_mask"}, set(), set(states)),
+        "decoder_step": (
+            {"decoder_input_ids", "mask", *states},
+            {"decoder_input_ids", "mask", *states},
+            {"logits", "attn_weights", *recurrent},
+        ),
+    }
+    for name, (allowed, required, needed) in expected.items():
+        inputs = {node.name for node in sessions[name].get_inputs()}
+        outputs = {node.name for node in sessions[name].get_outputs()}
+        if not required <= inputs <= allowed or not needed <= outputs:
+            raise ValueError(
+                f"The {name} graph in {str(folder)!r} takes {sorted(inputs)} and returns {sorted(outputs)}, but "
+                f"{MANIFEST_NAME} (state {states}) needs inputs among {sorted(allowed)} and outputs "
+                f"{sorted(needed)}: the folder's files do not belong together. {REEXPORT}"
+            )
+
+
+def read_onnx_config(folder: pathlib.Path) -> Seq2SeqAttnConfig:
+    """The `config.json` of an export folder, refused unless it holds a `seq2seq_attn` model.
+
+    Read as JSON first ([`inference.check_config_file`]): a missing file is an error, not the config class's
+    defaults, which would build a model that does not match the graphs.
+    """
+    from .inference import check_config_file
+
+    path = folder / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} has no config.json beside its ONNX graphs. {REEXPORT}")
+    check_config_file(str(path), str(folder))
+    try:
+        return Seq2SeqAttnConfig.from_pretrained(str(folder))
+    except (OSError, TypeError, ValueError) as error:
+        raise ValueError(f"{str(path)!r} is not a valid Seq2SeqAttn config: {error}") from None
+
+
+def _read_generation_config(folder: pathlib.Path) -> GenerationConfig | None:
+    if not (folder / "generation_config.json").is_file():
+        return None
+    try:
+        return GenerationConfig.from_pretrained(str(folder))
+    except OSError as error:  # transformers reports a file that is not JSON as an OSError
+        raise ValueError(f"{str(folder / 'generation_config.json')!r} is unreadable: {error}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,22 +473,20 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
 
         Raises:
             `ImportError`: onnxruntime is not installed (the message says how to install it).
-            `FileNotFoundError`: `folder` is not an ONNX export folder.
-            `ValueError`: `int8=True` for a folder exported without int8 graphs; `num_threads < 1`.
+            `FileNotFoundError`: `folder` is not an ONNX export folder, or lacks its `config.json` or a graph.
+            `ValueError`: `int8=True` for a folder exported without int8 graphs; `num_threads < 1`; a
+                tampered or damaged folder: `onnx_config.json` not a valid manifest ([`read_manifest`]), a
+                graph path leading outside the folder, a graph file ONNX Runtime cannot load or whose inputs
+                and outputs do not match the manifest, or a `config.json` of another model type.
         """
         ort = require("onnxruntime")
-        path = pathlib.Path(os.path.expanduser(os.fspath(folder)))
-        manifest_path = path / MANIFEST_NAME
-        if not manifest_path.is_file():
-            raise FileNotFoundError(
-                f"{str(path)!r} is not an ONNX export folder (no {MANIFEST_NAME}); write one with "
-                "`seq2seq-attn export --model MODEL_DIR --output DIR`."
-            )
         if num_threads is not None and num_threads < 1:
             raise ValueError(
                 f"num_threads must be >= 1 (or None for torch's thread count); got {num_threads}."
             )
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        path = pathlib.Path(os.path.expanduser(os.fspath(folder)))
+        manifest = read_manifest(path)
+        config = read_onnx_config(path)
         graphs = manifest["graphs"]
         if int8 is None:
             int8 = "int8" in graphs
@@ -282,19 +495,13 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
                 f"{str(path)!r} has no int8 graphs; export again with `--int8` (or `export_onnx(..., int8=True)`), "
                 "or load with int8=False."
             )
-        files = graphs["int8" if int8 else "fp32"]
+        files = {
+            name: graph_path(path, filename) for name, filename in graphs["int8" if int8 else "fp32"].items()
+        }
         options = _session_options(num_threads)
-        sessions = {}
-        for name, filename in files.items():
-            if not (path / filename).is_file():
-                raise FileNotFoundError(f"{str(path / filename)!r} is missing; export the folder again.")
-            sessions[name] = ort.InferenceSession(
-                str(path / filename), options, providers=["CPUExecutionProvider"]
-            )
-        config = Seq2SeqAttnConfig.from_pretrained(str(path))
-        generation_config = None
-        if (path / "generation_config.json").is_file():
-            generation_config = GenerationConfig.from_pretrained(str(path))
+        sessions = {name: _open_session(ort, file, options) for name, file in files.items()}
+        _check_graph_io(sessions, manifest, path)
+        generation_config = _read_generation_config(path)
         return cls(config, sessions, manifest, int8=bool(int8), generation_config=generation_config)
 
     # ----- what PreTrainedModel / generate() read -----
@@ -426,6 +633,16 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
         return generation_step_inputs(
             decoder_input_ids, cache, attention_mask, encoder_outputs, use_cache, **kwargs
         )
+
+    def compute_transition_scores(  # type: ignore[override]
+        self,
+        sequences: torch.Tensor,
+        scores: tuple[torch.Tensor, ...],
+        beam_indices: torch.Tensor | None = None,
+        normalize_logits: bool = False,
+    ) -> torch.Tensor:
+        """`GenerationMixin.compute_transition_scores` over the target vocabulary (see the PyTorch model's)."""
+        return transition_scores(sequences, scores, beam_indices, normalize_logits)
 
     @torch.no_grad()
     def generate(self, *args: Any, **kwargs: Any):  # type: ignore[override]

@@ -1205,6 +1205,43 @@ def generation_step_inputs(
     return inputs
 
 
+def transition_scores(
+    sequences: torch.Tensor,
+    scores: tuple[torch.Tensor, ...],
+    beam_indices: torch.Tensor | None,
+    normalize: bool,
+) -> torch.Tensor:
+    """The score of each generated token under the beam that produced it: `compute_transition_scores`,
+    reading the vocabulary size from the scores themselves.
+
+    `GenerationMixin.compute_transition_scores` reshapes the scores by `config.vocab_size`, which is the
+    *source* vocabulary of this model; with `decoder_vocab_size != vocab_size` it fails (or, when the sizes
+    happen to divide, gathers the wrong entries). Both models' `compute_transition_scores` call this.
+
+    Args:
+        sequences: `(R, 1 + T)` returned ids, decoder start token first.
+        scores: per step `(B * beams, V)` scores (V: the decoder vocabulary).
+        beam_indices: `(R, T')` the beam each token came from, -1 after a hypothesis ended; None for greedy.
+        normalize: apply `log_softmax` (raw logits, greedy) or not (beam search scores are log-probabilities).
+
+    Returns:
+        `(R, T)`, 0 where a hypothesis had already ended.
+    """
+    stacked = torch.stack(scores, dim=1)  # (B * beams, steps, V)
+    if normalize:
+        stacked = torch.log_softmax(stacked.float(), dim=-1)
+    if beam_indices is None:  # greedy: row r made every token of sequence r
+        beam_indices = torch.arange(sequences.shape[0], device=sequences.device)[:, None]
+        beam_indices = beam_indices.expand(-1, len(scores))  # (R, steps)
+    ended = beam_indices < 0
+    length = int((~ended).sum(dim=1).max())
+    beam_indices, ended = beam_indices[:, :length], ended[:, :length]  # (R, T)
+    tokens = sequences[:, sequences.shape[1] - length :]  # (R, T)
+    steps = torch.arange(length, device=sequences.device)[None, :].expand_as(tokens)  # (R, T)
+    chosen = stacked[beam_indices.clamp(min=0), steps, tokens]  # (R, T)
+    return chosen.masked_fill(ended, 0.0)
+
+
 class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, GenerationMixin):
     """[`Seq2SeqAttnModel`] plus the vocabulary projection, the loss, and `generate()`."""
 
@@ -1315,6 +1352,16 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
             decoder_input_ids, cache, attention_mask, encoder_outputs, use_cache, **kwargs
         )
 
+    def compute_transition_scores(  # type: ignore[override]
+        self,
+        sequences: torch.Tensor,
+        scores: tuple[torch.Tensor, ...],
+        beam_indices: torch.Tensor | None = None,
+        normalize_logits: bool = False,
+    ) -> torch.Tensor:
+        """`GenerationMixin.compute_transition_scores` over the target vocabulary ([`transition_scores`])."""
+        return transition_scores(sequences, scores, beam_indices, normalize_logits)
+
     # Takes the base's other arguments through `**kwargs` (it only checks the cache options, then
     # forwards everything), so mypy sees a narrower signature than `GenerationMixin.generate`.
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):  # type: ignore[override]
@@ -1375,6 +1422,7 @@ def sequence_loss(
 
 __all__ = [
     "ATTENTION_SCORES",
+    "transition_scores",
     "AdditiveAttention",
     "DotAttention",
     "GeneralAttention",

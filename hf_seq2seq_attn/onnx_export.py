@@ -58,6 +58,21 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'hf_seq2seq_attn[onnx]'"
 MANIFEST_NAME = "onnx_config.json"
+MANIFEST_FORMAT = "hf_seq2seq_attn-onnx"
+MANIFEST_VERSION = 1
+# Every field of the manifest and its JSON type; the reader (`modeling_ort.read_manifest`) refuses
+# others, so a field added here needs a new MANIFEST_VERSION.
+MANIFEST_FIELDS: dict[str, type] = {
+    "format": str,
+    "format_version": int,
+    "exporter": str,
+    "opset": int,
+    "torch_version": str,
+    "state_names": list,
+    "recurrent_state_names": list,
+    "graphs": dict,
+}
+PRECISIONS = ("fp32", "int8")
 GRAPH_NAMES = ("encoder", "decoder_init", "decoder_step")
 # Optional state tensors, in the order the graphs take and return them (hidden always comes first).
 STATE_FIELDS = ("hidden", "cell", "keys", "values", "feed")
@@ -397,8 +412,8 @@ def _export_graphs(model, output: pathlib.Path) -> dict:
         },
     )
     return {
-        "format": "hf_seq2seq_attn-onnx",
-        "format_version": 1,
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
         "exporter": "torch.onnx.export(dynamo=False)",
         "opset": OPSET,
         "torch_version": torch.__version__,

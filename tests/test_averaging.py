@@ -181,6 +181,32 @@ def test_last_checkpoints_and_command_line(tmp_path, capsys):
     assert "seq2seq-attn average --last 3 --run_dir" in capsys.readouterr().out
 
 
+def test_truncated_or_corrupted_weights_are_one_line_errors_naming_the_file(tmp_path, capsys):
+    a, b = (save_checkpoint(tmp_path / f"checkpoint-{step}", seed=step) for step in (1, 2))
+    weights = Path(b) / "model.safetensors"
+    data = weights.read_bytes()
+    capsys.readouterr()  # the progress bars of save_pretrained
+    for damaged in (data[: len(data) // 2], data[:5], b"not a safetensors file at all"):
+        weights.write_bytes(damaged)
+        with pytest.raises(ValueError, match="model.safetensors' is truncated or corrupted"):
+            average_checkpoints([a, b], str(tmp_path / "out"))
+        assert main(["--checkpoints", a, b, "--output", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(weights) in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+    # a sharded checkpoint: a broken index, and an index naming a missing shard
+    weights.write_bytes(data)
+    os.rename(weights, Path(b) / "model-00001-of-00001.safetensors")
+    index = Path(b) / "model.safetensors.index.json"
+    index.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="index.json' is not a safetensors index"):
+        average_checkpoints([a, b], str(tmp_path / "out"))
+    index.write_text(json.dumps({"weight_map": {"x": "model-00002-of-00002.safetensors"}}), encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="model-00002-of-00002.safetensors' is missing"):
+        average_checkpoints([a, b], str(tmp_path / "out"))
+
+
 # --------------------------------------------------------------------------------------------
 # At the end of a real (tiny) training run
 # --------------------------------------------------------------------------------------------

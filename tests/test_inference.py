@@ -114,6 +114,37 @@ def test_greedy_score_is_mean_token_log_prob_under_teacher_forcing(loaded):
     assert score == pytest.approx(log_probs.mean().item(), abs=1e-5)
 
 
+@pytest.mark.parametrize("decoder_vocab_size", [12, 40])  # fewer and more target than source tokens (26)
+def test_greedy_and_sampled_scores_with_a_separate_decoder_vocabulary(decoder_vocab_size):
+    model, tokenizer = build_tiny_model(decoder_vocab_size=decoder_vocab_size)
+    assert model.config.vocab_size == len(tokenizer) != decoder_vocab_size
+    sentences = ["el gato negro", "hola mundo", "buenos dias"]  # longest first: translate keeps this order
+    batch = tokenizer(sentences, padding=True, padding_side="right", return_tensors="pt")
+    for do_sample in (False, True):
+        torch.manual_seed(1)
+        scored = translate(
+            model,
+            tokenizer,
+            sentences,
+            num_beams=1,
+            do_sample=do_sample,
+            max_new_tokens=5,
+            return_scores=True,
+        )
+        torch.manual_seed(1)  # the same samples again, from generate() itself
+        sequences = model.generate(**batch, do_sample=do_sample, num_beams=1, max_new_tokens=5)  # (B, 1 + T)
+        with torch.no_grad():
+            logits = model(**batch, decoder_input_ids=sequences[:, :-1]).logits  # (B, T, decoder V)
+        assert logits.shape[-1] == decoder_vocab_size
+        log_probs = torch.log_softmax(logits, dim=-1).gather(2, sequences[:, 1:, None])[..., 0]  # (B, T)
+        for row, (text, score) in enumerate(scored):
+            generated = sequences[row, 1:]
+            ends = (generated == tokenizer.eos_token_id).nonzero()
+            length = int(ends[0]) + 1 if len(ends) else len(generated)
+            assert text == tokenizer.decode(generated, skip_special_tokens=True)
+            assert score == pytest.approx(log_probs[row, :length].mean().item(), abs=1e-5), (do_sample, row)
+
+
 def test_sampling_nbest_is_scored_and_sorted(loaded):
     model, tokenizer = loaded
     torch.manual_seed(0)

@@ -6,8 +6,11 @@ these tiny models); 1e-4 leaves room for other CPUs' BLAS while still catching a
 (a wrong gate order, mask or state moves logits by 1e-2 or more). Token ids are compared exactly.
 """
 
+import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,7 +25,7 @@ from tiny_inference_model import SOURCES, build_tiny_model, save_tiny_model
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
+from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration, cli
 from hf_seq2seq_attn.inference import translate  # noqa: E402
 from hf_seq2seq_attn.modeling_ort import (  # noqa: E402
     Seq2SeqAttnOnnxCache,
@@ -329,6 +332,163 @@ def test_clear_errors(default_pair, tmp_path):
     folder = export_onnx(default_pair[0], tmp_path / "fp32_only")
     with pytest.raises(ValueError, match="--int8"):
         Seq2SeqAttnOnnxModel.from_pretrained(folder, int8=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged or tampered export folders: one error naming the file and the problem
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def export_folder(tmp_path_factory):
+    """A complete export (graphs, manifest, config, generation config, tokenizer) to copy and damage."""
+    model, tokenizer = build_tiny_model()
+    return export_onnx(model, tmp_path_factory.mktemp("pristine") / "onnx", tokenizer=tokenizer)
+
+
+def _edit_json(name: str, edit):
+    def damage(folder):
+        data = json.loads((folder / name).read_text(encoding="utf-8"))
+        edit(data)
+        (folder / name).write_text(json.dumps(data), encoding="utf-8")
+
+    return damage
+
+
+def _set_graph(graph: str, filename):
+    return _edit_json(
+        "onnx_config.json", lambda manifest: manifest["graphs"]["fp32"].update({graph: filename})
+    )
+
+
+def _outside_symlink(folder):
+    outside = folder.parent / "elsewhere.onnx"
+    shutil.copyfile(folder / "encoder.onnx", outside)
+    (folder / "encoder.onnx").unlink()
+    (folder / "encoder.onnx").symlink_to(outside)
+
+
+def _truncate(name: str):
+    def damage(folder):
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])
+
+    return damage
+
+
+# (damage to a copy of `export_folder`, expected exception, text the message must contain)
+DAMAGES = {
+    "no manifest": (lambda f: (f / "onnx_config.json").unlink(), FileNotFoundError, "no onnx_config.json"),
+    "manifest not JSON": (
+        lambda f: (f / "onnx_config.json").write_text("{graphs: ", encoding="utf-8"),
+        ValueError,
+        "onnx_config.json' is not valid JSON",
+    ),
+    "manifest a list": (
+        lambda f: (f / "onnx_config.json").write_text("[]", encoding="utf-8"),
+        ValueError,
+        "holds a JSON list, not an object",
+    ),
+    "manifest missing key": (
+        _edit_json("onnx_config.json", lambda m: m.pop("state_names")),
+        ValueError,
+        "lacks the fields ['state_names']",
+    ),
+    "manifest unknown key": (
+        _edit_json("onnx_config.json", lambda m: m.update(run_me="x")),
+        ValueError,
+        "has unknown fields ['run_me']",
+    ),
+    "manifest wrong type": (
+        _edit_json("onnx_config.json", lambda m: m.update(graphs=["encoder.onnx"])),
+        ValueError,
+        "field 'graphs' must be a JSON dict",
+    ),
+    "manifest newer format": (
+        _edit_json("onnx_config.json", lambda m: m.update(format_version=2)),
+        ValueError,
+        "version 2, but this package reads",
+    ),
+    "manifest graph missing": (
+        _edit_json("onnx_config.json", lambda m: m["graphs"]["fp32"].pop("decoder_step")),
+        ValueError,
+        "`graphs.fp32` must map each of",
+    ),
+    "manifest unknown state": (
+        _edit_json("onnx_config.json", lambda m: m.update(state_names=["hidden", "keys", "values", "x"])),
+        ValueError,
+        "`state_names` must list distinct fields",
+    ),
+    "graph path ../": (_set_graph("encoder", "../elsewhere.onnx"), ValueError, "outside the folder"),
+    "graph path absolute": (_set_graph("encoder", "/tmp/encoder.onnx"), ValueError, "by an absolute path"),
+    "graph symlink outside": (_outside_symlink, ValueError, "outside the folder"),
+    "graph missing": (
+        lambda f: (f / "decoder_step.onnx").unlink(),
+        FileNotFoundError,
+        "step.onnx' is missing",
+    ),
+    "graph truncated": (_truncate("encoder.onnx"), ValueError, "encoder.onnx' is not a loadable ONNX graph"),
+    "graphs swapped": (
+        _edit_json(
+            "onnx_config.json",
+            lambda m: m["graphs"]["fp32"].update(encoder="decoder_step.onnx", decoder_step="encoder.onnx"),
+        ),
+        ValueError,
+        "do not belong together",
+    ),
+    "no config.json": (lambda f: (f / "config.json").unlink(), FileNotFoundError, "has no config.json"),
+    "config another model type": (
+        _edit_json("config.json", lambda c: c.update(model_type="bert")),
+        ValueError,
+        "holds a 'bert' model, not a 'seq2seq_attn' one",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES), ids=list(DAMAGES))
+def test_damaged_folder_is_refused_naming_the_problem(export_folder, tmp_path, damage):
+    mutate, error, message = DAMAGES[damage]
+    folder = tmp_path / "onnx"
+    shutil.copytree(export_folder, folder)
+    mutate(folder)
+    with pytest.raises(error, match=re.escape(message)):
+        Seq2SeqAttnOnnxModel.from_pretrained(folder, num_threads=1)
+
+
+def test_graph_symlinked_inside_the_folder_still_loads(export_folder, tmp_path):
+    folder = tmp_path / "onnx"
+    shutil.copytree(export_folder, folder)
+    (folder / "graphs").mkdir()
+    os.rename(folder / "encoder.onnx", folder / "graphs" / "encoder.onnx")
+    (folder / "encoder.onnx").symlink_to(folder / "graphs" / "encoder.onnx")
+    (tmp_path / "link").symlink_to(folder)  # and the folder itself reached through a link
+    model = Seq2SeqAttnOnnxModel.from_pretrained(tmp_path / "link", num_threads=1)
+    assert model.generate(input_ids=torch.tensor([[5, 6, 2]]), max_new_tokens=2).shape[0] == 1
+
+
+def test_translate_with_a_bad_onnx_folder_prints_one_line(export_folder, tmp_path, monkeypatch, capsys):
+    pytorch_folder = save_tiny_model(tmp_path / "pytorch")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(export_folder, tampered)
+    (tampered / "onnx_config.json").write_text("{", encoding="utf-8")
+    no_config = tmp_path / "no_config"
+    shutil.copytree(export_folder, no_config)
+    (no_config / "config.json").unlink()
+    cases = [
+        (["--model", str(tmp_path / "nowhere")], "No ONNX export folder"),
+        (["--model", pytorch_folder], "not an ONNX export folder"),
+        (["--model", str(tampered)], "is not valid JSON"),
+        (["--model", str(no_config)], "has no config.json"),
+        (["--model", str(export_folder), "--device", "cuda:0"], "--device cuda:0"),  # ORT runs on the CPU
+    ]
+    capsys.readouterr()  # the progress bar of save_pretrained
+    for argv, message in cases:
+        monkeypatch.setattr(sys, "stdin", io.StringIO("hola mundo\n"))
+        assert cli.translate_main([*argv, "--backend", "onnx"]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith("error: ") and message in captured.err, captured.err
+        assert captured.err.count("\n") == 1 and "Traceback" not in captured.err and not captured.out
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hola mundo\n"))
+    assert cli.translate_main(["--model", str(export_folder), "--backend", "onnx", "--device", "cpu"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
 
 
 # `None` in sys.modules makes `import onnxruntime` raise ImportError, as if it were not installed,
