@@ -57,8 +57,6 @@ DEFAULT_MAX_SOURCE_TOKENS = 512
 MAX_INPUT_CHARS = 20_000
 MAX_BEAMS = 10
 MAX_MODELS = 2
-# Files of a saved model folder a Space needs (weights, config, tokenizer, generation config, remote code).
-_SPACE_MODEL_SUFFIXES = (".json", ".safetensors", ".py", ".txt", ".model", ".bin")
 
 
 # --------------------------------------------------------------------------------------------
@@ -817,13 +815,17 @@ Made with the `hf_seq2seq_attn` package, whose code ships in this Space (`hf_seq
 """
 
 
-def _copy_model_folder(folder: str, destination: str) -> None:
-    """Copy the files a saved model needs (not checkpoints, not `training_args.bin`)."""
-    os.makedirs(destination, exist_ok=True)
-    for name in sorted(os.listdir(folder)):
-        source = os.path.join(folder, name)
-        if os.path.isfile(source) and name.endswith(_SPACE_MODEL_SUFFIXES) and name != "training_args.bin":
-            shutil.copy2(source, os.path.join(destination, name))
+def _copy_model_folder(folder: str, destination: str) -> list[str]:
+    """Copy what loading the model and its card need, local paths named as the copy; return the names.
+
+    A Space is public: the files it gets are those of a Hub push (`hub.SHARED_FILE_PATTERNS`), so no
+    pickle, training state, predictions or path of this machine goes with the model. An earlier copy is
+    replaced, not merged: files a previous version copied there would otherwise be uploaded with the Space.
+    """
+    from .hub import copy_shared_files
+
+    shutil.rmtree(destination, ignore_errors=True)
+    return copy_shared_files(folder, destination)
 
 
 def _space_requirements() -> list[str]:
@@ -874,8 +876,8 @@ def write_space(
         if looks_like_path(name):
             check_model_type(name)
             subfolder = "model" if position == 0 else f"model{position + 1}"
-            _copy_model_folder(os.path.expanduser(name), os.path.join(output_dir, subfolder))
-            written += [f"{subfolder}/{f}" for f in sorted(os.listdir(os.path.join(output_dir, subfolder)))]
+            copied = _copy_model_folder(os.path.expanduser(name), os.path.join(output_dir, subfolder))
+            written += [f"{subfolder}/{f}" for f in copied]
             references.append(subfolder)
         else:
             references.append(name)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
-from huggingface_hub.utils import filter_repo_objects
 
 logger = logging.getLogger(__name__)
 
@@ -114,26 +115,129 @@ def render_model_card(
     return card
 
 
-# Never uploaded: training state (checkpoints, TensorBoard runs) is not the model, and pickles can run code
-# when loaded and may hold secrets (transformers' `training_args.bin` pickles the Hub token).
-PUSH_IGNORE_PATTERNS = ["checkpoint-*", "runs/*", "*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle"]
+# The files of a model folder that leave the machine (a Hub push, a Space): what loading the model and
+# reading its card need. An allow-list, so whatever else training leaves in the folder stays local, kinds
+# of file nobody has thought of yet included: checkpoints, `trainer_state.json` and `training_args.json`
+# (local paths), test predictions, TensorBoard runs, and pickles (`*.bin`, `*.pt`, ...: they run code when
+# loaded, and transformers' `training_args.bin` holds the Hub token). `results.json` is shared: it holds
+# metrics and timings only (the train command writes checkpoint names, not paths), the machine-readable
+# form of the card's numbers.
+SHARED_FILE_PATTERNS = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*-of-*.safetensors",  # shards, with the index above
+    "*.py",  # remote code: configuration, modeling, pipeline, tokenization modules
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "*.model",  # SentencePiece
+    "README.md",
+    "attention_*.png",  # pictures the card shows
+    "results.json",
+)
+# Shared files whose text may name local paths: the card's usage lines, `_name_or_path`, checkpoint paths.
+_TEXT_SUFFIXES = (".json", ".md")
+
+
+def shared_files(folder: str) -> list[str]:
+    """Names of the files at the top of `folder` that `SHARED_FILE_PATTERNS` lets out, sorted."""
+    return sorted(
+        name
+        for name in os.listdir(folder)
+        if os.path.isfile(os.path.join(folder, name))
+        and any(fnmatch.fnmatchcase(name, pattern) for pattern in SHARED_FILE_PATTERNS)
+    )
+
+
+def _local_forms(folder: str) -> list[str]:
+    """The absolute spellings of `folder` a file may contain, longest first (a symlinked path has two)."""
+    forms = {os.path.abspath(folder), os.path.realpath(folder)}
+    return sorted(forms | {json.dumps(f)[1:-1] for f in forms}, key=len, reverse=True)  # + JSON-escaped forms
+
+
+def _without_local_paths(text: str, folder: str, replacement: str, is_json: bool) -> str:
+    """`text` with the folder's absolute path, and any absolute `_name_or_path`, replaced by `replacement`."""
+    for form in _local_forms(folder):
+        text = text.replace(form, json.dumps(replacement)[1:-1] if is_json else replacement)
+    if not is_json or "name_or_path" not in text:
+        return text
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    # transformers < 5 wrote where a config or tokenizer was loaded from; elsewhere than `folder` too.
+    keys = [k for k in ("_name_or_path", "name_or_path") if isinstance(data, dict) and k in data]
+    named = [k for k in keys if isinstance(data[k], str) and _is_absolute(data[k])]
+    if not named:
+        return text
+    data.update(dict.fromkeys(named, replacement))
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _is_absolute(path: str) -> bool:
+    """A local path of this system or another (POSIX `/...`, `~/...`, Windows `C:\\...`); not a Hub id."""
+    return path.startswith(("/", "\\", "~")) or path[1:3] in (":\\", ":/")
+
+
+def shared_content(folder: str, name: str, replacement: str) -> bytes | None:
+    """The bytes to share for `name` (a text file with local paths replaced by `replacement`); None for a file
+    shared as it is on disk (weights, code, pictures)."""
+    if not name.endswith(_TEXT_SUFFIXES):
+        return None
+    text = Path(folder, name).read_text(encoding="utf-8")
+    return _without_local_paths(text, folder, replacement, name.endswith(".json")).encode("utf-8")
+
+
+def copy_shared_files(folder: str, destination: str, replacement: str | None = None) -> list[str]:
+    """Copy the shared files of `folder` into `destination`, local paths replaced by `replacement` (default:
+    the name of `destination`, the folder the copy is loaded as). Returns the names copied."""
+    replacement = replacement or os.path.basename(os.path.normpath(destination))
+    os.makedirs(destination, exist_ok=True)
+    names = shared_files(folder)
+    for name in names:
+        content = shared_content(folder, name, replacement)
+        if content is None:
+            shutil.copy2(os.path.join(folder, name), os.path.join(destination, name))
+        else:
+            Path(destination, name).write_bytes(content)
+    return names
+
+
+def commit_shared_files(
+    api: HfApi,
+    folder: str,
+    repo_id: str,
+    commit_message: str,
+    token: str | None = None,
+    revision: str | None = None,
+) -> CommitInfo:
+    """Commit the shared files of `folder` to `repo_id`, local paths in them named as the repository."""
+    operations = [
+        CommitOperationAdd(
+            path_in_repo=name,
+            path_or_fileobj=shared_content(folder, name, repo_id) or os.path.join(folder, name),
+        )
+        for name in shared_files(folder)
+    ]
+    return api.create_commit(
+        repo_id, operations, commit_message=commit_message, token=token, revision=revision
+    )
 
 
 def push_folder(
     output_dir: str, repo_id: str, token: str | None = None, private: bool | None = None
 ) -> list[str]:
-    """Upload the model folder (weights, code, tokenizer, card, pictures) as one commit. Returns the files sent."""
+    """Upload the shared files of the model folder (`SHARED_FILE_PATTERNS`) as one commit. Returns them."""
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(
-        folder_path=output_dir,
-        repo_id=repo_id,
-        ignore_patterns=PUSH_IGNORE_PATTERNS,
-        commit_message="Upload seq2seq_attn model",
-    )
-    files = sorted(str(p.relative_to(output_dir)) for p in Path(output_dir).rglob("*") if p.is_file())
-    sent = list(
-        filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS)
-    )  # the filter upload_folder applies
+    commit_shared_files(api, output_dir, repo_id, "Upload seq2seq_attn model")
+    sent = shared_files(output_dir)
     logger.info("Pushed %d files to %s", len(sent), repo_id)
     return sent

@@ -5,21 +5,28 @@ Kept apart from the command so they are importable and testable on their own.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import CommitInfo, HfApi
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import SequentialSampler
 from tqdm.auto import tqdm
 from transformers import ProgressCallback, Seq2SeqTrainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import HubStrategy, SaveStrategy
+from transformers.utils.hub import PushInProgress
 
+from .hub import commit_shared_files, shared_files
 from .metrics import task_metrics
 
 logger = logging.getLogger(__name__)
@@ -134,11 +141,31 @@ class BudgetProgressCallback(ProgressCallback):
             self.current_step = state.global_step
 
 
+# transformers' Hub strategies that upload whole checkpoints, so that training can resume from the Hub.
+_CHECKPOINT_STRATEGIES = (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS)
+
+
+def _refuse_checkpoint_pushes(args) -> None:
+    """Raise for a Hub strategy that uploads resumable checkpoints: their optimizer state is a pickle."""
+    if args is not None and args.push_to_hub and args.hub_strategy in _CHECKPOINT_STRATEGIES:
+        raise ValueError(
+            f"hub_strategy={HubStrategy(args.hub_strategy).value!r} uploads whole checkpoints, and their "
+            "optimizer.pt, scheduler.pt and rng_state.pth are pickles, which run code when loaded: "
+            "Seq2SeqAttnTrainer never uploads one. Use hub_strategy='every_save' or 'end' (the model is "
+            "pushed) and resume from the checkpoints kept in output_dir."
+        )
+
+
 class Seq2SeqAttnTrainer(Seq2SeqTrainer):
-    """`Seq2SeqTrainer` plus an optional time budget, a hard stop on a non-finite loss, and no pickles on disk."""
+    """`Seq2SeqTrainer` plus an optional time budget, a hard stop on a non-finite loss, and no pickles on
+    disk or on the Hub: every push sends only the files `hub.SHARED_FILE_PATTERNS` allows."""
 
     def __init__(self, *args, time_budget: TimeBudget | None = None, **kwargs):
+        # `Trainer.__init__` already creates the Hub repository: refuse before that.
+        training_args = kwargs["args"] if "args" in kwargs else (args[1] if len(args) > 1 else None)
+        _refuse_checkpoint_pushes(training_args)
         super().__init__(*args, **kwargs)
+        self._hub_api = HfApi()  # one queue for this trainer's background pushes, so they land in order
         if not torch.cuda.is_available():
             # Pinned memory only helps copies to an accelerator; without one, torch warns on every run.
             self.args.dataloader_pin_memory = False
@@ -153,6 +180,24 @@ class Seq2SeqAttnTrainer(Seq2SeqTrainer):
         if self.time_budget is not None and not resume_from_checkpoint:
             self.time_budget.restart()
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _load_callback_state(self) -> None:
+        """Restore callback states as `Trainer` does, then put our budget back in place of the restored copy.
+
+        With `restore_callback_states_from_checkpoint`, transformers replaces each stateful callback by a
+        new one built from the checkpoint (`TimeBudget(**args)`, then its attributes). The scheduler's
+        learning-rate factor, `log`, the progress bar and the caller hold the original object, which would
+        then hear of no step again: the rate would stay at its peak and `budget_used` at 0. So the original
+        takes the restored state and its place.
+        """
+        super()._load_callback_state()
+        restored = next((cb for cb in self.callback_handler.callbacks if isinstance(cb, TimeBudget)), None)
+        if self.time_budget is None or restored is None or restored is self.time_budget:
+            return
+        self.time_budget.seconds = restored.seconds
+        self.time_budget.elapsed_seconds = restored.elapsed_seconds
+        self.callback_handler.remove_callback(restored)
+        self.callback_handler.add_callback(self.time_budget)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self.time_budget is not None and "loss" in logs:  # where on the budget's LR curve this step is
@@ -184,6 +229,90 @@ class Seq2SeqAttnTrainer(Seq2SeqTrainer):
                 os.remove(pickled)
             with open(os.path.join(output_dir, "training_args.json"), "w", encoding="utf-8") as handle:
                 handle.write(self.args.to_json_string())
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Push a checkpoint's model as `Trainer` does (`every_save`), but only its shared files.
+
+        `Trainer` copies the model files up into the output folder, writes `training_args.bin` (a pickle
+        holding the Hub token) next to them and uploads the folder, anything else in it included. Here the
+        shared files of the checkpoint are copied up and only the shared files of the output folder are
+        committed, in the background and in order, as transformers does.
+        """
+        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+            return
+        if (
+            not self.args.hub_always_push
+            and self.push_in_progress is not None
+            and not self.push_in_progress.is_done()
+        ):
+            return  # as Trainer: skip this save rather than queue pushes faster than they upload
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        output_dir = str(self.args.output_dir)
+        # Uploaded from the output folder: the checkpoint may be rotated away before the upload ends.
+        for name in shared_files(checkpoint_folder):
+            shutil.copy(os.path.join(checkpoint_folder, name), os.path.join(output_dir, name))
+        at = (
+            f"step {self.state.global_step}"
+            if self.args.save_strategy == SaveStrategy.STEPS
+            else f"epoch {int(self.state.epoch or 0)}"
+        )
+        job = self._hub_api.run_as_future(
+            commit_shared_files,
+            self._hub_api,
+            output_dir,
+            str(self.hub_model_id),
+            f"Training in progress, {at}",
+            token=self.args.hub_token,
+            revision=self.args.hub_revision,
+        )
+        # The ignores: transformers types the attribute by its first value (None) and `jobs` as one Future.
+        push: PushInProgress | None = self.push_in_progress
+        if push is None or push.is_done():
+            push = self.push_in_progress = PushInProgress()  # type: ignore[assignment]
+        push.jobs.append(job)  # type: ignore[union-attr]
+
+    def push_to_hub(  # type: ignore[override]
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs,
+    ) -> CommitInfo | Future[CommitInfo] | None:  # as Trainer's does, whose hint says CommitInfo only
+        """`Trainer.push_to_hub` (save, write a card, commit), committing only the shared files of the output
+        folder. Also what `save_model()` calls when `push_to_hub` is set.
+
+        `Trainer` uploads the whole output folder but checkpoints: any pickle, training state or file naming
+        local paths left there would go too.
+        """
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        model_name = kwargs.pop("model_name", None)
+        if model_name is None and self.args.should_save:
+            model_name = (self.args.hub_model_id or Path(str(self.args.output_dir)).name).split("/")[-1]
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        model_tags = getattr(self.model, "model_tags", None) or []
+        if model_tags:  # as Trainer: the model's own tags join the card's
+            tags = kwargs.get("tags") or []
+            tags = [tags] if isinstance(tags, str) else list(tags)
+            kwargs["tags"] = tags + [tag for tag in model_tags if tag not in tags]
+        self.create_model_card(model_name=model_name, **kwargs)
+        self._finish_current_push()
+        push = functools.partial(
+            commit_shared_files,
+            self._hub_api,
+            str(self.args.output_dir),
+            str(self.hub_model_id),
+            commit_message or "End of training",
+            token=token,
+            revision=revision if revision is not None else self.args.hub_revision,
+        )
+        return push() if blocking else self._hub_api.run_as_future(push)
 
     def _get_eval_sampler(self, eval_dataset):
         # transformers 5 groups *evaluation* batches by length too when training does; predictions then

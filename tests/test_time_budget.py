@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import REPO, write_pairs
+from test_train import REPO, TINY, write_pairs
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from hf_seq2seq_attn.training import TimeBudget, last_complete_checkpoint
@@ -46,6 +46,49 @@ def test_budget_stops_at_its_end_and_saves_only_when_saving_is_on(tmp_path):
         args = TrainingArguments(output_dir=str(tmp_path), save_strategy=strategy, report_to="none")
         control = budget.on_step_end(args, TrainerState(), TrainerControl())
         assert control.should_training_stop and control.should_save == expect_save
+
+
+class StepClock:
+    """A monotonic clock that advances one second per reading: the budget's clock then counts steps, exactly."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_restored_callback_states_keep_the_budget_driving_the_learning_rate(tmp_path, monkeypatch):
+    """`--restore_callback_states_from_checkpoint True` makes transformers rebuild the callback from the
+    checkpoint; the learning rate, the logs and results.json must still follow the restored budget."""
+    import hf_seq2seq_attn.training as training
+    from hf_seq2seq_attn.train import main as train_main
+
+    write_pairs(tmp_path / "train.jsonl", 48)
+    output = tmp_path / "run"
+    argv = ["--train_file", str(tmp_path / "train.jsonl"), "--output_dir", str(output), *TINY,
+            "--max_steps", "12", "--max_train_minutes", "1", "--save_strategy", "steps", "--save_steps", "6",
+            "--logging_steps", "1", "--num_attention_plots", "0", "--disable_tqdm", "True"]  # fmt: skip
+
+    def curve(after: int) -> list[tuple[int, float, float]]:
+        history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+        logged = [e for e in history if "budget_used" in e and e["step"] > after]
+        return [(e["step"], e["learning_rate"], e["budget_used"]) for e in logged]
+
+    monkeypatch.setattr(training, "time", StepClock())
+    assert train_main(argv) == 0
+    uninterrupted = curve(after=6)
+    assert checkpoint_elapsed(output / "checkpoint-6") == 6.0
+    assert [used for _, _, used in uninterrupted] == [round(step / 60, 4) for step in range(7, 13)]
+
+    monkeypatch.setattr(training, "time", StepClock())  # a new process: its clock reads something else
+    resume = ["--resume_from_checkpoint", str(output / "checkpoint-6"),
+              "--restore_callback_states_from_checkpoint", "True"]  # fmt: skip
+    assert train_main([*argv, *resume]) == 0
+    # The same decay from step 7 on as if never stopped, and the budget counts from the checkpoint's 6 s.
+    assert curve(after=6) == uninterrupted
+    assert json.loads((output / "results.json").read_text())["budget_minutes_used"] == round(12 / 60, 3)
 
 
 # ----- slow: real processes ---------------------------------------------------------------------------
