@@ -24,6 +24,10 @@ from .metrics import TASKS
 RECIPE_DIR = Path(__file__).parent / "recipes"
 DEFAULT_OUTPUT_DIR = "outputs/model"
 
+# Config fields a fine-tuning run (`--model_name_or_path`) may change: regularisation, not architecture.
+FINE_TUNABLE_FIELDS = frozenset(
+    {"embedding_dropout", "rnn_dropout", "attention_dropout", "readout_dropout", "init_std"}
+)
 # Config fields set from the tokenizer (or fixed by the architecture), never from the command line.
 _TOKENIZER_FIELDS = {
     "vocab_size",
@@ -75,6 +79,14 @@ ModelArguments = _model_arguments_class()
 class DataArguments:
     """Where the data comes from, how it is tokenized and cut, and what the run does at its end."""
 
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from this trained model (a folder or cached Hub id): its weights, tokenizer and "
+            "architecture. Dropouts and every training and generation option may change; architecture flags "
+            "that contradict the model are refused. (--resume_from_checkpoint still resumes this run.)"
+        },
+    )
     dataset_name: str | None = field(
         default=None,
         metadata={
@@ -241,6 +253,7 @@ def _cuda_available() -> bool:
 
 
 __all__ = [
+    "FINE_TUNABLE_FIELDS",
     "DataArguments",
     "ModelArguments",
     "TASKS",

@@ -34,10 +34,11 @@ from transformers import (
     set_seed,
 )
 
-from .arguments import DataArguments, parse_train_args
+from .arguments import FINE_TUNABLE_FIELDS, DataArguments, parse_train_args
 from .configuration_seq2seq_attn import Seq2SeqAttnConfig
 from .data import DataError, Splits, load_splits, tokenize_pairs
 from .hub import push_folder, render_model_card
+from .inference import check_model_type
 from .metrics import task_metrics
 from .modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
 from .tokenization_seq2seq_attn import check_tokenizer_matches_config, load_tokenizer, train_tokenizer
@@ -60,8 +61,11 @@ def build_tokenizer(data: DataArguments, splits: Splits, args: Seq2SeqTrainingAr
     output_dir = str(args.output_dir)
     saved = os.path.join(output_dir, "tokenizer.json")
     with args.main_process_first(local=False, desc="tokenizer"):
-        if data.tokenizer_name:
-            return load_tokenizer(data.tokenizer_name)
+        if source := data.tokenizer_name or data.model_name_or_path:
+            tokenizer = load_tokenizer(source)
+            if args.should_save:
+                tokenizer.save_pretrained(output_dir)
+            return tokenizer
         if os.path.exists(saved) and (resuming or not args.should_save):
             return load_tokenizer(output_dir)
         tokenizer = train_tokenizer(
@@ -75,8 +79,13 @@ def build_tokenizer(data: DataArguments, splits: Splits, args: Seq2SeqTrainingAr
         return tokenizer
 
 
-def build_model(model_args: Any, tokenizer) -> Seq2SeqAttnForConditionalGeneration:
-    """A fresh model whose vocabulary and special tokens come from the tokenizer."""
+def build_model(
+    model_args: Any, tokenizer, start_from: str | None = None, command_line: frozenset[str] = frozenset()
+) -> Seq2SeqAttnForConditionalGeneration:
+    """A fresh model whose vocabulary and special tokens come from the tokenizer, or the trained model at
+    `start_from` (see [`load_starting_model`])."""
+    if start_from is not None:
+        return load_starting_model(start_from, model_args, tokenizer, command_line)
     config = Seq2SeqAttnConfig(
         **dataclasses.asdict(model_args),
         vocab_size=len(tokenizer),
@@ -89,6 +98,44 @@ def build_model(model_args: Any, tokenizer) -> Seq2SeqAttnForConditionalGenerati
     return Seq2SeqAttnForConditionalGeneration(config)
 
 
+def load_starting_model(
+    name_or_path: str, model_args: Any, tokenizer, command_line: frozenset[str]
+) -> Seq2SeqAttnForConditionalGeneration:
+    """The model to fine-tune: its weights and architecture, with the dropouts the options ask for.
+
+    Architecture options given on the command line (`command_line`: the option names typed there) must agree
+    with the model's, or `DataError` names them; a recipe's architecture values give way to the model's (a
+    recipe describes a model to train from scratch), and are logged.
+    """
+    check_model_type(name_or_path)  # config.json read as JSON first: no code from the folder runs
+    model = Seq2SeqAttnForConditionalGeneration.from_pretrained(name_or_path, trust_remote_code=False)
+    config = model.config
+    declared = {f.name: f.default for f in dataclasses.fields(Seq2SeqAttnConfig)}
+    conflicts: list[str] = []
+    ignored: list[str] = []
+    for name, value in dataclasses.asdict(model_args).items():
+        if name in FINE_TUNABLE_FIELDS:
+            if name in command_line or value != declared[name]:
+                setattr(config, name, value)
+        elif value != getattr(config, name) and (name in command_line or value != declared[name]):
+            (conflicts if name in command_line else ignored).append(
+                f"--{name} {value} (the model has {getattr(config, name)})"
+            )
+    if conflicts:
+        raise DataError(
+            f"--model_name_or_path {name_or_path}: options that contradict its architecture: "
+            f"{', '.join(conflicts)}. Drop them; only {', '.join(sorted(FINE_TUNABLE_FIELDS))} may change."
+        )
+    if ignored:
+        logger.info("The recipe's architecture gives way to the starting model's: %s", ", ".join(ignored))
+    check_tokenizer_matches_config(tokenizer, config)
+    # Dropout modules read their rate at construction; rebuild the model around the adjusted config.
+    tuned = Seq2SeqAttnForConditionalGeneration(config)
+    tuned.load_state_dict(model.state_dict())
+    tuned.generation_config = model.generation_config
+    return tuned
+
+
 def set_generation_defaults(model, data: DataArguments, tokenizer) -> None:
     """The decoding the saved model uses by default: the test's beam and lengths, the tokenizer's ids."""
     gen = model.generation_config
@@ -96,7 +143,9 @@ def set_generation_defaults(model, data: DataArguments, tokenizer) -> None:
     gen.length_penalty = data.length_penalty
     gen.max_new_tokens = data.max_target_length
     gen.max_length = None
-    gen.early_stopping = True
+    gen.early_stopping = (
+        data.test_num_beams > 1
+    )  # a beam-search flag: generation_config refuses it for greedy
     gen.decoder_start_token_id = tokenizer.bos_token_id
     gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = (
         tokenizer.bos_token_id,
@@ -125,6 +174,8 @@ def run(argv: list[str]) -> int:
         level=logging.INFO if args.should_log else logging.WARNING,
     )
     set_seed(args.seed)
+    if data.model_name_or_path:
+        check_model_type(data.model_name_or_path)  # before reading data: a wrong model fails at once
     resume = _resume_checkpoint(args)
     splits = load_splits(
         data.dataset_name,
@@ -144,7 +195,8 @@ def run(argv: list[str]) -> int:
     if args.should_save:
         os.makedirs(str(args.output_dir), exist_ok=True)
     tokenizer = build_tokenizer(data, splits, args, resuming=resume is not None)
-    model = build_model(model_args, tokenizer)
+    typed = frozenset(item[2:].split("=", 1)[0] for item in argv if item.startswith("--"))
+    model = build_model(model_args, tokenizer, data.model_name_or_path, typed)
     set_generation_defaults(model, data, tokenizer)
     if args.should_save:
         check_output_dir(
@@ -211,7 +263,10 @@ def _average_last_checkpoints(trainer: Seq2SeqAttnTrainer, count: int) -> dict[s
             "Checkpoint averaging is not available in this installation; keeping the trained model."
         )
         return None
-    return average_and_keep_best(trainer, count).to_dict()
+    report = average_and_keep_best(trainer, count).to_dict()
+    # Names, not paths: results.json is shared with the model, and a path would tell where it was trained.
+    report["checkpoints"] = [os.path.basename(os.path.normpath(c)) for c in report.get("checkpoints", [])]
+    return report
 
 
 def finish(
@@ -330,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return run(argv)
-    except (DataError, NonFiniteLossError, ValueError) as error:  # ValueError: config validation and the like
+    # ValueError: config validation and the like; FileNotFoundError: a missing starting model or tokenizer.
+    except (DataError, NonFiniteLossError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
