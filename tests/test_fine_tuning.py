@@ -52,6 +52,21 @@ def test_resize_keeps_both_vocabularies_consistent(layout, tmp_path):
     assert torch.equal(loaded.generate(source, max_new_tokens=5), model.generate(source, max_new_tokens=5))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_resized_model_exports_to_onnx(layout, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from hf_seq2seq_attn.modeling_ort import Seq2SeqAttnOnnxModel
+    from hf_seq2seq_attn.onnx_export import export_onnx
+
+    model, tokenizer = build_tiny_model(**LAYOUTS[layout])
+    tokenizer.add_tokens(NEW_TOKENS)
+    model.resize_token_embeddings(len(tokenizer))
+    onnx_model = Seq2SeqAttnOnnxModel.from_pretrained(export_onnx(model, tmp_path), num_threads=1)
+    source = tokenizer(["hola zorro", "el gato"], return_tensors="pt", padding=True)
+    kwargs = dict(max_new_tokens=5, num_beams=2)
+    assert torch.equal(onnx_model.generate(**source, **kwargs), model.generate(**source, **kwargs))
+
+
 def test_resize_with_two_vocabularies_of_different_sizes_changes_the_source_only():
     model, _ = build_tiny_model(tie_word_embeddings=False, decoder_vocab_size=40)
     model.resize_token_embeddings(30)
