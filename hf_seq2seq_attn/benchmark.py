@@ -961,6 +961,17 @@ def check_checkout(directory: Path) -> Path:
     return root
 
 
+def compare_pairs(figures: Sequence[str], theirs_onnx: bool) -> list[tuple[str, str]]:
+    """`(our figure, their figure)` to compare: each figure with its namesake, except that an ONNX figure
+    (OURS_ONLY) is compared with their PyTorch latency, and also with their ONNX figure when `theirs_onnx`."""
+    pairs = []
+    for figure in figures:
+        pairs.append((figure, OURS_ONLY.get(figure, figure)))
+        if figure in OURS_ONLY and theirs_onnx:
+            pairs.append((figure, figure))
+    return pairs
+
+
 def run_compare(
     other: Path,
     figures: list[str],
@@ -973,9 +984,11 @@ def run_compare(
     """Time `figures` in two workers (ours, and the package in `other` run by the interpreter
     `other_python`, e.g. of a venv with another transformers), alternating which goes first in each round;
     print one row per side and figure and the ours/theirs ratios; return the medians
-    `{figure: {"ours": value, "theirs": value}}`. A figure of OURS_ONLY is timed on our side only and
-    compared with the other side's figure it names (which is then timed too)."""
-    theirs_figures = list(dict.fromkeys(OURS_ONLY.get(figure, figure) for figure in figures))
+    `{figure: {"ours": value, "theirs": value}}`. A figure of OURS_ONLY is compared with the other side's
+    figure it names (PyTorch latency, which is then timed too), and, where the other checkout has an ONNX
+    export, also with its own ONNX figure (e.g. the same package under two transformers releases)."""
+    pairs = compare_pairs(figures, theirs_onnx=(other / "hf_seq2seq_attn" / "onnx_export.py").is_file())
+    theirs_figures = list(dict.fromkeys(theirs for _, theirs in pairs))
     plan = {"ours": figures, "theirs": theirs_figures}
     sides: list[Worker] = []
     try:
@@ -999,14 +1012,13 @@ def run_compare(
     units = compare_units(QUICK_WORKLOAD if quick else Workload())
     result: dict[str, dict[str, float]] = {}
     printed: set[tuple[str, str]] = set()  # (side, figure): their `latency` row once, not once per ONNX row
-    for figure in figures:
+    for figure, theirs_figure in pairs:
         count, unit = units[figure]
-        theirs_figure = OURS_ONLY.get(figure, figure)
         values = {
             "ours": figure_value(count, unit, statistics.median(seconds[figure, "ours"])),
             "theirs": figure_value(count, unit, statistics.median(seconds[theirs_figure, "theirs"])),
         }
-        result[figure] = values
+        result.setdefault(figure, values)  # an ONNX figure: against their PyTorch latency
         for side, name in (("ours", figure), ("theirs", theirs_figure)):
             if (side, name) not in printed:
                 printed.add((side, name))

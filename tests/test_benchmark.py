@@ -146,6 +146,21 @@ def test_compare_times_our_onnx_latency_against_their_pytorch_latency(capsys, tm
     assert not rows(lines, "compare", "ours", "latency"), "only the asked figures run on our side"
 
 
+@pytest.mark.skipif(not onnx_installed(), reason="needs the [onnx] extra")
+def test_compare_times_onnx_on_both_sides_where_the_other_checkout_has_it(capsys, tmp_path):
+    """E.g. the same package under another transformers: ONNX like for like, and against their PyTorch."""
+    shutil.copytree(
+        REPO / "hf_seq2seq_attn", tmp_path / "hf_seq2seq_attn", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    argv = [*QUICK, "--repeats", "2", "--only", "onnx_int8", "--compare_with", str(tmp_path)]
+    assert main([*argv, "--compare_python", sys.executable]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for side, figure in (("ours", "onnx_int8"), ("theirs", "onnx_int8"), ("theirs", "latency")):
+        assert len(rows(lines, "compare", side, figure)) == 1, (side, figure)
+    labels = [line.split()[2] for line in lines if line.startswith("ratio")]
+    assert labels == ["onnx_int8/latency", "onnx_int8"]
+
+
 @pytest.mark.slow
 def test_compare_with_a_broken_checkout_names_the_failure(capsys, tmp_path):
     (tmp_path / "hf_seq2seq_attn").mkdir()
