@@ -31,16 +31,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from .configuration_seq2seq_attn import Seq2SeqAttnConfig
 from .modeling_seq2seq_attn import (
     CACHE_NAME,
     Seq2SeqAttnEncoderOutput,
-    generation_step_inputs,
+    Seq2SeqAttnGenerationMixin,
     take_cache,
-    transition_scores,
 )
 from .onnx_export import (
     GRAPH_NAMES,
@@ -424,7 +423,7 @@ def _session_options(num_threads: int | None) -> Any:
     return options
 
 
-class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
+class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
     """Seq2SeqAttn inference on ONNX Runtime: the PyTorch model's `generate()` over exported graphs.
 
     Build it with [`from_pretrained`] on a folder written by [`export_onnx`] / `seq2seq-attn export`.
@@ -619,30 +618,6 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, GenerationMixin):
             cross_attentions=cross_attentions,
             encoder_last_hidden_state=None if encoder_outputs is None else encoder_outputs.last_hidden_state,
         )
-
-    def prepare_inputs_for_generation(  # type: ignore[override]
-        self,
-        decoder_input_ids: torch.LongTensor,
-        cache: Seq2SeqAttnOnnxCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-        encoder_outputs: Seq2SeqAttnEncoderOutput | None = None,
-        use_cache: bool | None = None,
-        **kwargs: Any,
-    ) -> dict:
-        """As the PyTorch model's: with a cache only the newest token is fed (one decoder step per token)."""
-        return generation_step_inputs(
-            decoder_input_ids, cache, attention_mask, encoder_outputs, use_cache, **kwargs
-        )
-
-    def compute_transition_scores(  # type: ignore[override]
-        self,
-        sequences: torch.Tensor,
-        scores: tuple[torch.Tensor, ...],
-        beam_indices: torch.Tensor | None = None,
-        normalize_logits: bool = False,
-    ) -> torch.Tensor:
-        """`GenerationMixin.compute_transition_scores` over the target vocabulary (see the PyTorch model's)."""
-        return transition_scores(sequences, scores, beam_indices, normalize_logits)
 
     @torch.no_grad()
     def generate(self, *args: Any, **kwargs: Any):  # type: ignore[override]

@@ -1176,35 +1176,6 @@ class Decoded(NamedTuple):
 # --------------------------------------------------------------------------------------------
 # Heads
 # --------------------------------------------------------------------------------------------
-def generation_step_inputs(
-    decoder_input_ids: torch.Tensor,
-    cache: object | None = None,
-    attention_mask: torch.Tensor | None = None,
-    encoder_outputs: object | None = None,
-    use_cache: bool | None = None,
-    **kwargs,
-) -> dict:
-    """`prepare_inputs_for_generation` of a recurrent decoder (the PyTorch and the ONNX Runtime model).
-
-    Once a cache exists only the newest token `(B, 1)` is fed, so each generated token costs one decoder step.
-    `generate()` passes the cache as `cache` (transformers >= 5.24) or `past_key_values` (earlier).
-    """
-    cache = take_cache(cache, kwargs)
-    if cache is not None:
-        decoder_input_ids = decoder_input_ids[:, -1:]
-    inputs = {
-        "decoder_input_ids": decoder_input_ids,
-        "cache": cache,
-        "attention_mask": attention_mask,
-        "encoder_outputs": encoder_outputs,
-        "use_cache": use_cache,
-    }
-    for key in ("output_attentions", "output_hidden_states"):
-        if key in kwargs:
-            inputs[key] = kwargs[key]
-    return inputs
-
-
 def transition_scores(
     sequences: torch.Tensor,
     scores: tuple[torch.Tensor, ...],
@@ -1242,7 +1213,50 @@ def transition_scores(
     return chosen.masked_fill(ended, 0.0)
 
 
-class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, GenerationMixin):
+class Seq2SeqAttnGenerationMixin(GenerationMixin):
+    """`generate()` over a recurrent decoder state: what the PyTorch and the ONNX Runtime models share."""
+
+    # Not the base signature: an encoder-decoder's first argument is the decoder ids, and the cache is the
+    # recurrent decoder state. `generate()` passes the ids positionally and the rest by keyword.
+    def prepare_inputs_for_generation(  # type: ignore[override]
+        self,
+        decoder_input_ids: torch.Tensor,
+        cache: object | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: object | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> dict:
+        """Once a cache exists only the newest token `(B, 1)` is fed, so each generated token costs one decoder
+        step. `generate()` passes the cache as `cache` (transformers >= 5.24) or `past_key_values` (earlier).
+        """
+        cache = take_cache(cache, kwargs)
+        if cache is not None:
+            decoder_input_ids = decoder_input_ids[:, -1:]
+        inputs = {
+            "decoder_input_ids": decoder_input_ids,
+            "cache": cache,
+            "attention_mask": attention_mask,
+            "encoder_outputs": encoder_outputs,
+            "use_cache": use_cache,
+        }
+        for key in ("output_attentions", "output_hidden_states"):
+            if key in kwargs:
+                inputs[key] = kwargs[key]
+        return inputs
+
+    def compute_transition_scores(  # type: ignore[override]
+        self,
+        sequences: torch.Tensor,
+        scores: tuple[torch.Tensor, ...],
+        beam_indices: torch.Tensor | None = None,
+        normalize_logits: bool = False,
+    ) -> torch.Tensor:
+        """`GenerationMixin.compute_transition_scores` over the target vocabulary ([`transition_scores`])."""
+        return transition_scores(sequences, scores, beam_indices, normalize_logits)
+
+
+class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Seq2SeqAttnGenerationMixin):
     """[`Seq2SeqAttnModel`] plus the vocabulary projection, the loss, and `generate()`."""
 
     def __init__(self, config: Seq2SeqAttnConfig):
@@ -1336,32 +1350,6 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Generation
         )
         return output if return_dict else output.to_tuple()
 
-    # Not the base signature: an encoder-decoder's first argument is the decoder ids, and the cache is
-    # the recurrent `Seq2SeqAttnCache`. `generate()` passes the ids positionally and the rest by keyword.
-    def prepare_inputs_for_generation(  # type: ignore[override]
-        self,
-        decoder_input_ids: torch.LongTensor,
-        cache: Seq2SeqAttnCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-        encoder_outputs: Seq2SeqAttnEncoderOutput | None = None,
-        use_cache: bool | None = None,
-        **kwargs,
-    ) -> dict:
-        """With a cache only the newest token is fed: each generated token costs one decoder step."""
-        return generation_step_inputs(
-            decoder_input_ids, cache, attention_mask, encoder_outputs, use_cache, **kwargs
-        )
-
-    def compute_transition_scores(  # type: ignore[override]
-        self,
-        sequences: torch.Tensor,
-        scores: tuple[torch.Tensor, ...],
-        beam_indices: torch.Tensor | None = None,
-        normalize_logits: bool = False,
-    ) -> torch.Tensor:
-        """`GenerationMixin.compute_transition_scores` over the target vocabulary ([`transition_scores`])."""
-        return transition_scores(sequences, scores, beam_indices, normalize_logits)
-
     # Takes the base's other arguments through `**kwargs` (it only checks the cache options, then
     # forwards everything), so mypy sees a narrower signature than `GenerationMixin.generate`.
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):  # type: ignore[override]
@@ -1422,6 +1410,7 @@ def sequence_loss(
 
 __all__ = [
     "ATTENTION_SCORES",
+    "Seq2SeqAttnGenerationMixin",
     "transition_scores",
     "AdditiveAttention",
     "DotAttention",
