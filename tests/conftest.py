@@ -18,18 +18,6 @@ def _seed():
     torch.manual_seed(0)
 
 
-# Prepended to scripts run in a fresh interpreter to prove the saved folder works where the package
-# is not installed (remote code): any import of hf_seq2seq_attn fails there.
-BLOCK_PACKAGE = """
-import importlib.abc, sys
-class _BlockPackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "hf_seq2seq_attn" or name.startswith("hf_seq2seq_attn."):
-            raise ImportError(f"{name} is deliberately not importable in this process")
-sys.meta_path.insert(0, _BlockPackage())
-"""
-
-
 def make_config(**overrides) -> Seq2SeqAttnConfig:
     """A model small enough that every test takes well under a second per forward."""
     bidirectional = overrides.get("bidirectional", True)

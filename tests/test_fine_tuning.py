@@ -8,14 +8,11 @@ reload, generate and translate with the pipeline: for shared, tied and separate 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import BLOCK_PACKAGE
+from fresh_process import run_without_package, script_result
 from tiny_inference_model import PAIRS, build_tiny_model, save_tiny_model
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
@@ -121,21 +118,10 @@ FRESH_PROCESS = textwrap.dedent(
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_hugging_face_fine_tuning_flow_in_a_fresh_process(layout, tmp_path):
     folder = save_tiny_model(tmp_path / "start", **LAYOUTS[layout])
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_MODULES_CACHE")}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
-    completed = subprocess.run(
-        [sys.executable, "-c", BLOCK_PACKAGE + FRESH_PROCESS, folder, str(tmp_path / "tuned")]
-        + [json.dumps(PAIRS), json.dumps(NEW_TOKENS)],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    completed = run_without_package(
+        FRESH_PROCESS, [folder, str(tmp_path / "tuned"), json.dumps(PAIRS), json.dumps(NEW_TOKENS)], tmp_path
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
-    result = json.loads(line[len("RESULT ") :])
+    result = script_result(completed)
     assert result["loaded_package"] == []
     assert result["model_module"].startswith("transformers_modules.")
     old_size = len(build_tiny_model()[1])

@@ -1,14 +1,12 @@
 """Save -> load round trips: local folder, Auto classes, remote code in a process without the package."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import BLOCK_PACKAGE, make_config, padded_batch
+from conftest import make_config, padded_batch
+from fresh_process import run_without_package
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration, Seq2SeqAttnModel
@@ -102,7 +100,7 @@ def test_remote_code_in_fresh_process_without_the_package(saved, tmp_path):
         },
         tmp_path / "expected.pt",
     )
-    script = BLOCK_PACKAGE + textwrap.dedent(
+    script = textwrap.dedent(
         f"""
         import torch
         from transformers import AutoModelForSeq2SeqLM
@@ -117,9 +115,5 @@ def test_remote_code_in_fresh_process_without_the_package(saved, tmp_path):
         print("REMOTE-OK", type(model).__module__)
         """
     )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_without_package(script, [], tmp_path)
     assert "REMOTE-OK" in result.stdout

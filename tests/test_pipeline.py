@@ -1,14 +1,11 @@
 """The translation pipeline: direct use, in-process task registration, and remote code from a folder."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import BLOCK_PACKAGE
+from fresh_process import run_without_package, script_result
 from tiny_inference_model import SOURCES, build_tiny_model, save_tiny_model
 from transformers import pipeline
 
@@ -125,19 +122,8 @@ FRESH_PROCESS = textwrap.dedent(
 
 def test_pipeline_from_folder_in_fresh_process_without_the_package(folder, model_and_tokenizer, tmp_path):
     model, tokenizer = model_and_tokenizer
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_MODULES_CACHE")}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
-    completed = subprocess.run(
-        [sys.executable, "-c", BLOCK_PACKAGE + FRESH_PROCESS, folder, SOURCES[0], json.dumps(SOURCES[:2])],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
-    result = json.loads(line[len("RESULT ") :])
+    completed = run_without_package(FRESH_PROCESS, [folder, SOURCES[0], json.dumps(SOURCES[:2])], tmp_path)
+    result = script_result(completed)
     assert result["loaded_package"] == []
     assert result["pipeline_module"].startswith("transformers_modules.")
     assert result["pipeline_module"].endswith(".pipeline_seq2seq_attn")

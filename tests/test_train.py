@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import BLOCK_PACKAGE
+from fresh_process import run_without_package
 
 from hf_seq2seq_attn.train import main as train_main
 
@@ -134,7 +134,7 @@ def test_train_script_saves_everything(trained):
 
 
 def test_saved_folder_translates_in_fresh_process_without_package(trained, tmp_path):
-    script = BLOCK_PACKAGE + textwrap.dedent(
+    script = textwrap.dedent(
         f"""
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
         folder = {str(trained)!r}
@@ -148,11 +148,7 @@ def test_saved_folder_translates_in_fresh_process_without_package(trained, tmp_p
         print("FRESH-OK", out)
         """
     )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_without_package(script, [], tmp_path)
     assert "FRESH-OK" in result.stdout
 
 
