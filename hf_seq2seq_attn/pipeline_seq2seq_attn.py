@@ -15,6 +15,7 @@ This file is copied into model folders as remote code, so it imports nothing fro
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import logging
@@ -114,9 +115,18 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
         self, model_inputs: dict[str, torch.Tensor], return_alignments: bool = False, **generate_kwargs: Any
     ) -> dict[str, torch.Tensor]:
         input_ids = model_inputs["input_ids"]
-        generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
-        if return_alignments:
-            generate_kwargs.update(output_attentions=True, return_dict_in_generate=True)
+        flags = {"output_attentions": True, "return_dict_in_generate": True} if return_alignments else {}
+        prepare = getattr(self, "_prepare_generate_kwargs", None)  # transformers >= 5.20
+        if prepare is not None:
+            generate_kwargs = {**prepare(generate_kwargs), **flags}
+        else:
+            # Before 5.20 the pipeline keeps its init-time generation parameters in `self.generation_config`.
+            # Everything goes into one copy of it (or of the call's own config), since `generate()`
+            # deprecates a config passed together with loose generation parameters.
+            config: Any = copy.deepcopy(
+                generate_kwargs.pop("generation_config", None) or getattr(self, "generation_config", None)
+            )
+            generate_kwargs = {**config.update(**generate_kwargs, **flags), "generation_config": config}
         output = self.model.generate(  # type: ignore[operator]
             input_ids=input_ids, attention_mask=model_inputs.get("attention_mask"), **generate_kwargs
         )
