@@ -49,7 +49,7 @@ class HubRecorder:
 
         # With `hf_xet`, upload_folder streams through a pipelined uploader; without it, it ends in one
         # `create_commit` with the same operations, which is the call recorded here.
-        monkeypatch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: False)
+        monkeypatch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: False, raising=False)
         self.repos: list[str] = []
         self.commits: list[dict[str, bytes]] = []
         monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kwargs: self.create_repo(repo_id))
