@@ -6,8 +6,9 @@ declared lower bound is one the suite really passed on: pyproject.toml stays the
 
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
 requirements = list(project["dependencies"])
