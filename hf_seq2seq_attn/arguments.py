@@ -116,6 +116,14 @@ class DataArguments:
     long_rows: str = field(
         default="truncate", metadata={"help": "Rows longer than the max lengths: `truncate` or `skip`."}
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read --train_file as training consumes it instead of converting it once to the Arrow "
+            "cache (for corpora larger than the disk space the cache takes). Needs --max_steps; no length "
+            "grouping."
+        },
+    )
     task: str = field(default="translation", metadata={"help": f"One of {TASKS}: chooses the metrics."})
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Load this tokenizer instead of training one."}

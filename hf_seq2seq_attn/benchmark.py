@@ -20,6 +20,11 @@ its own worker process, alternating the timed calls so machine noise hits both a
 ours/theirs ratios; `onnx_fp32` and `onnx_int8` time our ONNX Runtime batch-1 latency against the
 other checkout's PyTorch `latency` (skipped with a note without `onnxruntime`).
 
+With `--data` it instead runs the data section (`benchmark_data.py`): peak memory and time to the first
+training step of `seq2seq-attn train --max_steps 10` on synthetic corpora of `--data_pairs` pairs (cold, then
+warm from the cache), tokenization pairs/s, and with `--compare_with DIR` the same of DIR's train command
+("today's reader") at `--data_baseline_pairs`.
+
 Inputs are random ids from a fixed seed, all sources and targets of the same length (no padding).
 Untrained models would emit `</s>` at once, so every decode is forced to a fixed number of new tokens:
 our models get a `</s>` logit bias no score can overcome (`never_ending`), so `generate()` runs as in
@@ -89,6 +94,9 @@ EPILOG = """examples:
   git worktree add /tmp/base036 036bb98
   seq2seq-attn benchmark --compare_with /tmp/base036 --threads 1 --repeats 5
   seq2seq-attn benchmark --compare_with . --compare_python /tmp/venv-transformers-5.23/bin/python
+  seq2seq-attn benchmark --data                            # 1M and 4M pairs: ~30 minutes on 2 cores
+  git archive HEAD | tar -x -C /tmp/today   # (mkdir /tmp/today first)
+  seq2seq-attn benchmark --data --compare_with /tmp/today --data_baseline_pairs 250000 500000
 (`python scripts/benchmark.py ...` is the same command.)"""
 
 
@@ -1173,6 +1181,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="the interpreter of the --compare_with side, e.g. another venv's bin/python to compare "
         "transformers releases (default: this one)",
     )
+    # Imported here, not at the top: a `--compare_with` worker runs this file with another checkout's package,
+    # which may have no data section.
+    from hf_seq2seq_attn.benchmark_data import DEFAULT_BASELINE_PAIRS, DEFAULT_PAIRS, DEFAULT_TOKENIZE_PAIRS
+
+    data = parser.add_argument_group("data section (--data)")
+    data.add_argument("--data", action="store_true", help="run the data section instead of the model figures")
+    data.add_argument("--data_pairs", type=int, nargs="+", default=list(DEFAULT_PAIRS), metavar="N",
+                      help="corpus sizes our train command runs at, cold then warm (default: 1M 4M)")  # fmt: skip
+    data.add_argument("--data_baseline_pairs", type=int, nargs="+", default=list(DEFAULT_BASELINE_PAIRS),
+                      metavar="N", help="sizes the --compare_with checkout's train command runs at "
+                      "(its reader holds lists: default 250k 500k)")  # fmt: skip
+    data.add_argument("--data_tokenize_pairs", type=int, default=DEFAULT_TOKENIZE_PAIRS, metavar="N",
+                      help="pairs tokenized for the pairs/s figure")  # fmt: skip
+    data.add_argument("--data_dir", type=Path, help="keep the synthetic corpora here (reused next time)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)  # internal: KIND:ARCH, one memory probe
     return parser
 
@@ -1189,6 +1211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.only = only
     if min(args.threads) < 1 or args.repeats < 1 or args.warmup < 0:
         raise _ArgumentError("--threads and --repeats must be >= 1 and --warmup >= 0")
+    if min(*args.data_pairs, *args.data_baseline_pairs, args.data_tokenize_pairs) < 1:
+        raise _ArgumentError("--data_pairs, --data_baseline_pairs and --data_tokenize_pairs must be >= 1")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     elif args.device == "cuda" and not torch.cuda.is_available():
@@ -1232,6 +1256,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as done:  # --help
         return int(done.code or 0)
+    if args.data:
+        return _data_section(args)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # save_pretrained's shard bar between the rows
     workload = QUICK_WORKLOAD if args.quick else Workload()
@@ -1275,6 +1301,21 @@ def main(argv: list[str] | None = None) -> int:
     for threads in args.threads:
         torch.set_num_threads(threads)
         summarize(run_figures(bench, archs, args.only, threads, args.quick), threads)
+    return 0
+
+
+def _data_section(args: argparse.Namespace) -> int:
+    """`--data`: the data section (see `benchmark_data.py`); 1 when a train command fails."""
+    from hf_seq2seq_attn.benchmark_data import run_data_section
+
+    print(f"device={device_name(torch.device('cpu'))}  torch={torch.__version__}  "
+          f"transformers={transformers.__version__}  date={time.strftime('%Y-%m-%d %H:%M %Z')}")  # fmt: skip
+    try:
+        sizes = (args.data_pairs, args.compare_with, args.data_baseline_pairs, args.data_tokenize_pairs)
+        run_data_section(*sizes, data_dir=args.data_dir)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,6 +2,9 @@
 
 Every user mistake in a data file becomes a one-line `DataError` naming the file, the line and the fix,
 so scripts can print it instead of a traceback.
+
+Validation and test splits are read into lists ([`ParallelData`]); a training split of any size goes through
+the same row checks into Arrow files or a stream instead (corpus.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # corpus.py builds on this module's readers, so this module imports it only where used
+    from .corpus import ArrowPairs, StreamingPairs
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,10 @@ class ParallelData:
 
     def __len__(self) -> int:
         return len(self.sources)
+
+    def head(self, n: int) -> ParallelData:
+        """The first `n` pairs."""
+        return ParallelData(self.sources[:n], self.targets[:n], self.path, self.skipped)
 
 
 def bundled_path(split: str, name: str = DEMO_DATASET) -> str:
@@ -180,9 +191,34 @@ def pairs_from_records(
 
     Checks every record as [`read_parallel`] describes; `path` and the numbers locate errors.
     """
+    data = ParallelData([], [], path)
+    columns = (source_column, target_column, source_lang, target_lang)
+    for source, target in checked_pairs(records, path, columns, bad_rows, kind, data.skipped):
+        data.sources.append(source)
+        data.targets.append(target)
+    check_usable(len(data), path, data.skipped)
+    return data
+
+
+def checked_pairs(
+    records: Iterable[tuple[int, dict]],
+    path: str,
+    columns: tuple[str, str, str | None, str | None],
+    bad_rows: str,
+    kind: str,
+    skipped: dict[str, int],
+) -> Iterator[tuple[str, str]]:
+    """Yield the (source, target) text of each usable record, one at a time (the corpus is never held).
+
+    Args:
+        columns: `(source_column, target_column, source_lang, target_lang)`, as [`read_parallel`] takes them.
+        skipped: counts of the rows dropped under `bad_rows="skip"`, updated as the records go by.
+    Raises:
+        DataError: a missing column or language, or (with `bad_rows="error"`) an empty value.
+    """
     if bad_rows not in BAD_ROW_POLICIES:
         raise DataError(f"bad_rows must be one of {BAD_ROW_POLICIES}; got {bad_rows!r}.")
-    data = ParallelData([], [], path)
+    source_column, target_column, source_lang, target_lang = columns
     for number, record in records:
         source = _field(record, source_column, source_lang)
         target = _field(record, target_column, target_lang)
@@ -206,22 +242,22 @@ def pairs_from_records(
         )
         if problem:
             if bad_rows == "skip":
-                data.skipped[problem] = data.skipped.get(problem, 0) + 1
+                skipped[problem] = skipped.get(problem, 0) + 1
                 continue
             raise DataError(
                 f"{path}:{number}: {problem}. Fill it in, delete the row, or pass --bad_rows skip."
             )
-        data.sources.append(_text(source))
-        data.targets.append(_text(target))
-    if not data.sources:
+        yield _text(source), _text(target)
+
+
+def check_usable(num_rows: int, path: str, skipped: dict[str, int]) -> None:
+    """Raise for a split left empty; log what `bad_rows="skip"` dropped."""
+    if not num_rows:
         raise DataError(
-            f"{path}: no usable rows (skipped: {data.skipped or 'none'}). An empty split cannot be used."
+            f"{path}: no usable rows (skipped: {skipped or 'none'}). An empty split cannot be used."
         )
-    if data.skipped:
-        logger.warning(
-            "%s: skipped %s", path, ", ".join(f"{n} rows with {k}" for k, n in data.skipped.items())
-        )
-    return data
+    if skipped:
+        logger.warning("%s: skipped %s", path, ", ".join(f"{n} rows with {k}" for k, n in skipped.items()))
 
 
 def _text(value: object) -> str:
@@ -303,7 +339,7 @@ class Splits:
     the one reference otherwise; the first is canonical).
     """
 
-    train: ParallelData
+    train: ParallelData | ArrowPairs | StreamingPairs  # see corpus.py: large training splits stay on disk
     validation: ParallelData | None
     test: ParallelData | None
     validation_refs: list[list[str]] | None = None
@@ -320,19 +356,16 @@ class Splits:
 
     def limit(self, train: int | None = None, validation: int | None = None, test: int | None = None) -> None:
         """Keep only the first N items of each split (None keeps all)."""
-        self.train = _first(self.train, train)
-        self.validation = _first(self.validation, validation) if self.validation is not None else None
-        self.test = _first(self.test, test) if self.test is not None else None
+        if train is not None:
+            self.train = self.train.head(train)
+        if self.validation is not None and validation is not None:
+            self.validation = self.validation.head(validation)
+        if self.test is not None and test is not None:
+            self.test = self.test.head(test)
         self.validation_refs, self.test_refs = (
             _head(self.validation_refs, validation),
             _head(self.test_refs, test),
         )
-
-
-def _first(pairs: ParallelData, n: int | None) -> ParallelData:
-    if n is None:
-        return pairs
-    return ParallelData(pairs.sources[:n], pairs.targets[:n], pairs.path, pairs.skipped)
 
 
 def _head(items: list | None, n: int | None) -> list | None:
@@ -359,32 +392,47 @@ def load_splits(
     source_lang: str | None = None,
     target_lang: str | None = None,
     bad_rows: str = "error",
+    streaming: bool = False,
 ) -> Splits:
     """Read a dataset from any source the train command accepts.
+
+    The validation and test splits become lists ([`ParallelData`]: metrics need the references as lists); the
+    training split of a file or a Hub dataset becomes an Arrow file in the cache ([`corpus.ArrowPairs`]), or
+    with `streaming` a stream read as training goes ([`corpus.StreamingPairs`]), so that its size is bounded
+    by the disk, not by memory.
 
     Args:
         dataset_name: `bundled:NAME` (shipped with the package), `cmudict` or `cmudict:stress` (G2P, with
             stress digits removed or kept), or a `datasets` Hub name (needs the network).
         train_file, validation_file, test_file: local files instead (see [`read_parallel`]).
         source_column ... bad_rows: how records map to pairs (see [`pairs_from_records`]).
+        streaming: read `train_file` as training consumes it instead of converting it once (local files only).
     Raises:
         DataError: with the fix, for every problem a user can cause.
     """
+    from .corpus import read_arrow_pairs, stream_pairs
+
+    columns = (source_column, target_column, source_lang, target_lang)
 
     def read(path: str) -> ParallelData:
-        return read_parallel(path, source_column, target_column, source_lang, target_lang, bad_rows)
+        return read_parallel(path, *columns, bad_rows)
 
+    if streaming and not train_file:
+        raise DataError(
+            "--streaming reads a local --train_file as training goes; the bundled, cmudict and Hub datasets "
+            "are read into the Arrow cache instead (memory stays flat either way): drop --streaming."
+        )
     if dataset_name in ("cmudict", "cmudict:stress"):
         return _cmudict_splits(keep_stress=dataset_name.endswith(":stress"))
     if dataset_name and dataset_name.startswith("bundled:"):
         name = dataset_name.split(":", 1)[1]
         info = bundled_info(name)
-        train, dev, test = (read(bundled_path(split, name)) for split in ("train", "dev", "test"))
+        dev, test = (read(bundled_path(split, name)) for split in ("dev", "test"))
+        train = read_arrow_pairs(bundled_path("train", name), columns, bad_rows)
         return Splits(
             train, dev, test, name=name, source_lang=info["source_lang"], target_lang=info["target_lang"]
         )
     if dataset_name:
-        columns = (source_column, target_column, source_lang, target_lang)
         return _hub_splits(dataset_name, dataset_config_name, columns, bad_rows)
     if not train_file:
         raise DataError(
@@ -392,8 +440,9 @@ def load_splits(
         )
     validation_pairs = read(validation_file) if validation_file else None
     test_pairs = read(test_file) if test_file else None
+    read_train = stream_pairs if streaming else read_arrow_pairs
     return Splits(
-        read(train_file),
+        read_train(train_file, columns, bad_rows),
         validation_pairs,
         test_pairs,
         name=Path(train_file).stem,
@@ -424,8 +473,11 @@ def _cmudict_splits(keep_stress: bool) -> Splits:
 def _hub_splits(
     name: str, config_name: str | None, columns: tuple[str, str, str | None, str | None], bad_rows: str
 ) -> Splits:
-    """A `datasets` Hub dataset (needs network; fails with a clear message offline)."""
+    """A `datasets` Hub dataset (needs network; fails with a clear message offline); its train split is
+    converted to the Arrow cache ([`corpus.arrow_pairs_from_dataset`])."""
     import datasets
+
+    from .corpus import arrow_pairs_from_dataset
 
     try:
         raw = datasets.load_dataset(name, config_name)
@@ -439,11 +491,10 @@ def _hub_splits(
             enumerate(raw[split], start=1), f"{name}:{split}", *columns, bad_rows=bad_rows
         )
 
-    train = convert("train")
-    if train is None:
+    if "train" not in raw:
         raise DataError(f"Dataset {name!r} has no 'train' split (it has {list(raw)}).")
     return Splits(
-        train,
+        arrow_pairs_from_dataset(raw["train"], f"{name}:train", columns, bad_rows),
         convert("validation"),
         convert("test"),
         name=name,
@@ -459,42 +510,22 @@ LONG_ROW_POLICIES = ("truncate", "skip")
 
 
 def tokenize_pairs(
-    pairs: ParallelData,
+    pairs: ParallelData | ArrowPairs | StreamingPairs,
     tokenizer,
     max_source_length: int,
     max_target_length: int,
     long_rows: str = "truncate",
-):
-    """A `datasets.Dataset` of `input_ids`, `attention_mask` and `labels` for `Seq2SeqTrainer`.
+    *,
+    seed: int = 0,
+) -> Any:
+    """The dataset `Seq2SeqTrainer` trains or evaluates on: `input_ids`, `attention_mask` and `labels` rows.
 
     Rows longer than the limits are cut (keeping `</s>` last, so the model still learns to stop) or, with
-    `long_rows="skip"`, dropped; either way the count is logged.
+    `long_rows="skip"`, dropped; either way the count is logged. Lists and Arrow pairs give a
+    [`corpus.TokenizedPairs`] (Arrow, with a `length` column for length-grouped batching; an Arrow corpus's
+    tokens are cached on disk and memory-mapped); a stream gives a `datasets.IterableDataset`, tokenized as
+    read and shuffled through a buffer seeded with `seed`. See [`corpus.tokenize`].
     """
-    from datasets import Dataset
+    from .corpus import tokenize
 
-    if long_rows not in LONG_ROW_POLICIES:
-        raise DataError(f"long_rows must be one of {LONG_ROW_POLICIES}; got {long_rows!r}.")
-    encoded = tokenizer(pairs.sources, text_target=pairs.targets, truncation=False)
-    sources, targets = encoded["input_ids"], encoded["labels"]
-    too_long = [
-        len(s) > max_source_length or len(t) > max_target_length
-        for s, t in zip(sources, targets, strict=True)
-    ]
-    keep = [i for i, long in enumerate(too_long) if not (long and long_rows == "skip")]
-    if any(too_long):
-        action = "skipped" if long_rows == "skip" else "truncated"
-        logger.warning(
-            "%s: %d rows longer than %d/%d tokens were %s.",
-            pairs.path, sum(too_long), max_source_length, max_target_length, action,
-        )  # fmt: skip
-
-    def cut(ids: list[int], limit: int) -> list[int]:
-        return ids if len(ids) <= limit else [*ids[: limit - 1], tokenizer.eos_token_id]
-
-    return Dataset.from_dict(
-        {
-            "input_ids": [cut(sources[i], max_source_length) for i in keep],
-            "attention_mask": [[1] * min(len(sources[i]), max_source_length) for i in keep],
-            "labels": [cut(targets[i], max_target_length) for i in keep],
-        }
-    )
+    return tokenize(pairs, tokenizer, max_source_length, max_target_length, long_rows, seed=seed)

@@ -36,12 +36,13 @@ from transformers import (
 
 from .arguments import FINE_TUNABLE_FIELDS, DataArguments, parse_train_args
 from .configuration_seq2seq_attn import Seq2SeqAttnConfig
+from .corpus import configure_streaming, train_corpus_tokenizer
 from .data import DataError, Splits, load_splits, tokenize_pairs
 from .hub import push_folder, render_model_card
 from .inference import check_model_type
 from .metrics import task_metrics
 from .modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
-from .tokenization_seq2seq_attn import check_tokenizer_matches_config, load_tokenizer, train_tokenizer
+from .tokenization_seq2seq_attn import check_tokenizer_matches_config, load_tokenizer
 from .training import (
     NonFiniteLossError,
     Seq2SeqAttnTrainer,
@@ -68,8 +69,8 @@ def build_tokenizer(data: DataArguments, splits: Splits, args: Seq2SeqTrainingAr
             return tokenizer
         if os.path.exists(saved) and (resuming or not args.should_save):
             return load_tokenizer(output_dir)
-        tokenizer = train_tokenizer(
-            [*splits.train.sources, *splits.train.targets],
+        tokenizer = train_corpus_tokenizer(  # both sides, a batch at a time; cached for an Arrow corpus
+            splits.train,
             kind=data.tokenizer_kind,
             vocab_size=data.tokenizer_vocab_size,
             model_max_length=max(data.max_source_length, data.max_target_length),
@@ -177,18 +178,22 @@ def run(argv: list[str]) -> int:
     if data.model_name_or_path:
         check_model_type(data.model_name_or_path)  # before reading data: a wrong model fails at once
     resume = _resume_checkpoint(args)
-    splits = load_splits(
-        data.dataset_name,
-        data.train_file,
-        data.validation_file,
-        data.test_file,
-        dataset_config_name=data.dataset_config_name,
-        source_column=data.source_column,
-        target_column=data.target_column,
-        source_lang=data.source_lang,
-        target_lang=data.target_lang,
-        bad_rows=data.bad_rows,
-    )
+    if data.streaming:
+        configure_streaming(args)  # refuses what a stream cannot do; shares it between processes
+    with args.main_process_first(local=True, desc="reading the data"):  # the others reuse its Arrow cache
+        splits = load_splits(
+            data.dataset_name,
+            data.train_file,
+            data.validation_file,
+            data.test_file,
+            dataset_config_name=data.dataset_config_name,
+            source_column=data.source_column,
+            target_column=data.target_column,
+            source_lang=data.source_lang,
+            target_lang=data.target_lang,
+            bad_rows=data.bad_rows,
+            streaming=data.streaming,
+        )
     splits.limit(data.max_train_samples, data.max_eval_samples, data.max_test_samples)
     if args.eval_strategy != "no" and splits.validation is None:
         raise DataError("Evaluation during training needs --validation_file (or pass --eval_strategy no).")
@@ -209,11 +214,13 @@ def run(argv: list[str]) -> int:
     args.generation_max_length = data.max_target_length
     args.remove_unused_columns = False
     push_at_end, args.push_to_hub = args.push_to_hub, False  # we push the finished folder ourselves, once
-    tokenized = {
-        part: tokenize_pairs(pairs, tokenizer, data.max_source_length, data.max_target_length, data.long_rows)
-        for part, pairs in (("train", splits.train), ("validation", splits.validation))
-        if pairs is not None
-    }
+    with args.main_process_first(local=True, desc="tokenizing"):  # the others reuse its cached token ids
+        limits = (data.max_source_length, data.max_target_length)
+        tokenized = {
+            part: tokenize_pairs(pairs, tokenizer, *limits, data.long_rows, seed=args.seed)
+            for part, pairs in (("train", splits.train), ("validation", splits.validation))
+            if pairs is not None
+        }
     budget = TimeBudget(data.max_train_minutes) if data.max_train_minutes else None
     callbacks = [EarlyStoppingCallback(data.early_stopping_patience)] if data.early_stopping_patience else []
     trainer = Seq2SeqAttnTrainer(

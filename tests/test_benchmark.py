@@ -4,6 +4,7 @@ count against torch's own FLOP counter for every model variant."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import shutil
 import sys
@@ -291,3 +292,62 @@ def test_forward_flops_of_a_padded_batch(rnn):
     counted = torch_flops(model, input_ids, labels, attention_mask=(input_ids != 0).long())
     assert counted == forward_flops(config, 3, 5, 4, source_tokens=sum(lengths))
     assert counted < forward_flops(config, 3, 5, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# Data section (`--data`): tiny corpora here; the real sizes are in the README
+# --------------------------------------------------------------------------------------------
+DATA_FIGURES = {"peak_rss_mib", "first_step_s", "total_s"}
+
+
+def test_data_section_prints_cold_and_warm_runs_and_their_ratios(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("hf_seq2seq_attn.benchmark_data.TOKENIZE_ROUNDS", 1)
+    argv = ["--data", "--data_pairs", "200", "--data_tokenize_pairs", "50", "--data_dir", str(tmp_path)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (row,) = rows(lines, "data", "ours", "200")
+    values = metrics(row)
+    assert set(values) == DATA_FIGURES | {f"warm_{name}" for name in DATA_FIGURES}, row
+    assert all(value > 0 for value in values.values()), row
+    assert values["first_step_s"] < values["total_s"] and values["warm_first_step_s"] < values["warm_total_s"]
+    (tokenize,) = rows(lines, "tokenize", "ours", "50")
+    assert metrics(tokenize)["pairs/s"] > 0
+    (ratio,) = [line for line in lines if "cold/warm, 200 pairs" in line]
+    expected = values["first_step_s"] / values["warm_first_step_s"]
+    assert float(ratio.split()[-1]) == pytest.approx(expected, rel=0.02), ratio  # rows print 3 digits
+    pairs = [json.loads(line) for line in (tmp_path / "corpus-200.jsonl").read_text().splitlines()]
+    assert len(pairs) == 200 and all(
+        15 <= len(p["source"].split()) == len(p["target"].split()) <= 25 for p in pairs
+    )
+
+
+@pytest.mark.slow
+def test_data_section_side_by_side_with_another_checkout(capsys, tmp_path):
+    """ "today" is the train command of the checkout given: here a copy of this one."""
+    other = tmp_path / "other"
+    shutil.copytree(
+        REPO / "hf_seq2seq_attn", other / "hf_seq2seq_attn", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    argv = ["--data", "--data_pairs", "300", "--data_baseline_pairs", "200", "--data_tokenize_pairs", "50",
+            "--compare_with", str(other)]  # fmt: skip
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in rows(lines, "data", "ours")] == ["200", "300"], (
+        "ours at today's sizes too"
+    )
+    (today,) = rows(lines, "data", "today", "200")
+    assert set(metrics(today)) == DATA_FIGURES
+    assert rows(lines, "tokenize", "today")
+    labels = " ".join(line for line in lines if line.startswith("ratio"))
+    for label in (
+        "peak RSS 300/200",
+        "today/ours peak RSS, 200",
+        "today/ours first step",
+        "ours/today pairs/s",
+    ):
+        assert label in labels, label
+
+
+def test_data_section_refuses_sizes_below_one(capsys):
+    assert main(["--data", "--data_pairs", "0"]) == 2
+    assert "--data_pairs" in capsys.readouterr().err
