@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny config, fixed seeds, offline Hub."""
+"""Shared fixtures: a tiny config, fixed seeds, offline Hub (the helpers tests import live in helpers.py)."""
 
 import atexit
 import os
@@ -14,6 +14,7 @@ atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], ignore_errors=Tr
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers import make_config  # noqa: E402
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig  # noqa: E402
 
@@ -25,31 +26,6 @@ def _seed():
     torch.manual_seed(0)
 
 
-def make_config(**overrides) -> Seq2SeqAttnConfig:
-    """A model small enough that every test takes well under a second per forward."""
-    bidirectional = overrides.get("bidirectional", True)
-    values = dict(
-        vocab_size=23,
-        embedding_size=8,
-        encoder_hidden_size=8 if bidirectional else 16,
-        decoder_hidden_size=16,
-        attention_size=16,
-        embedding_dropout=0.0,
-        readout_dropout=0.0,
-    )
-    values.update(overrides)
-    return Seq2SeqAttnConfig(**values)
-
-
 @pytest.fixture
 def tiny_config() -> Seq2SeqAttnConfig:
     return make_config()
-
-
-def padded_batch(lengths, vocab_size=23, pad=0, eos=2, generator=None):
-    """Random right-padded source ids `(B, max(lengths))` ending in eos, ids >= 4 otherwise."""
-    batch = torch.full((len(lengths), max(lengths)), pad, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        batch[row, : length - 1] = torch.randint(4, vocab_size, (length - 1,), generator=generator)
-        batch[row, length - 1] = eos
-    return batch

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_config, padded_batch
+from helpers import make_config, padded_batch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration

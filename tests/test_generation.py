@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_config, padded_batch
+from helpers import make_config, padded_batch
 from transformers import GenerationConfig
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput

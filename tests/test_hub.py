@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 import torch
-from conftest import make_config, padded_batch
 from fresh_process import run_without_package
+from helpers import make_config, padded_batch
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration, Seq2SeqAttnModel

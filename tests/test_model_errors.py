@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import make_config, padded_batch
+from helpers import make_config, padded_batch
 from safetensors.torch import load_file, save_file
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration

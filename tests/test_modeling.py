@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_config, padded_batch
+from helpers import make_config, padded_batch
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
 from hf_seq2seq_attn.modeling_seq2seq_attn import ATTENTION_SCORES, CACHE_NAME, rnn_cell

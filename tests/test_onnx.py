@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import make_config, padded_batch
+from helpers import make_config, padded_batch
 from tiny_inference_model import SOURCES, build_tiny_model, save_tiny_model
 
 pytest.importorskip("onnx")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import make_config
+from helpers import make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_train import TINY, write_pairs
