@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
@@ -23,96 +25,122 @@ def _table(rows: dict[str, object], header: tuple[str, str] = ("setting", "value
     return "\n".join(lines)
 
 
-def render_model_card(
-    output_dir: str,
-    template_path: str,
-    *,
-    config,
-    test_metrics: dict[str, float],
-    hyperparameters: dict[str, object],
-    dataset_name: str,
-    source_lang: str,
-    target_lang: str,
-    task: str,
-    repo_id: str,
-    example_source: str,
-    generation: dict[str, object],
-    num_train_examples: int,
-    max_source_length: int,
-    train_minutes: float,
-    hardware: str,
-    num_parameters: int,
-) -> ModelCard:
+# The config fields the card's "Model" table shows, in reading order.
+CARD_CONFIG_FIELDS = (
+    "rnn_type",
+    "bidirectional",
+    "attention_type",
+    "num_attention_heads",
+    "decoder_style",
+    "input_feeding",
+    "embedding_size",
+    "encoder_hidden_size",
+    "decoder_hidden_size",
+    "encoder_layers",
+    "decoder_layers",
+    "vocab_size",
+    "tie_word_embeddings",
+    "share_encoder_decoder_embeddings",
+)
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What a training run knows that its model card tells: data, scores, settings, cost."""
+
+    dataset_name: str
+    source_lang: str
+    target_lang: str
+    task: str
+    repo_id: str  # the Hub id when pushed, else the output folder
+    example_source: str
+    test_metrics: dict[str, float]
+    hyperparameters: dict[str, object]
+    generation: dict[str, object]  # num_beams, length_penalty of the test scores
+    num_train_examples: int
+    max_source_length: int
+    train_minutes: float
+    hardware: str
+    num_parameters: int
+
+    @property
+    def pipeline_tag(self) -> str:
+        return "translation" if self.task == "translation" else "text2text-generation"
+
+    @property
+    def reported_metrics(self) -> dict[str, float]:
+        """The test scores the Hub knows how to show (BLEU, chrF, WER, ...)."""
+        return {name: value for name, value in self.test_metrics.items() if name in METRIC_NAMES}
+
+
+def render_model_card(output_dir: str, template_path: str, config, facts: CardFacts) -> ModelCard:
     """Fill `template_path` (YAML metadata + Jinja body) and write `README.md` into `output_dir`."""
-    task_type = "translation" if task == "translation" else "text2text-generation"
-    eval_results = [
-        EvalResult(
-            task_type=task_type,
-            dataset_type=dataset_name,
-            dataset_name=dataset_name,
-            dataset_split="test",
-            metric_type=name,
-            metric_name=METRIC_NAMES.get(name, name),
-            metric_value=round(float(value), 2),
-        )
-        for name, value in test_metrics.items()
-        if name in METRIC_NAMES
-    ]
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="translation" if task == "translation" else "text2text-generation",
-        tags=["seq2seq_attn", "custom_code", "rnn", "attention", task],
-        datasets=[dataset_name],
-        language=sorted({source_lang, target_lang}) if task == "translation" else ["en"],
-        license="apache-2.0",
-        metrics=[name for name in test_metrics if name in METRIC_NAMES],
-        model_name=os.path.basename(os.path.abspath(output_dir)),
-        eval_results=eval_results or None,
-    )
+    card_data = _card_data(facts, model_name=os.path.basename(os.path.abspath(output_dir)))
     images = sorted(p.name for p in Path(output_dir).glob("attention_*.png"))
-    fields = (
-        "rnn_type",
-        "bidirectional",
-        "attention_type",
-        "num_attention_heads",
-        "decoder_style",
-        "input_feeding",
-        "embedding_size",
-        "encoder_hidden_size",
-        "decoder_hidden_size",
-        "encoder_layers",
-        "decoder_layers",
-        "vocab_size",
-        "tie_word_embeddings",
-        "share_encoder_decoder_embeddings",
-    )
     card = ModelCard.from_template(
         card_data,
         template_path=template_path,
-        model_name=card_data.model_name,
-        architecture=f"{'bi' if config.bidirectional else 'uni'}directional {config.rnn_type.upper()} encoder, "
-        f"{config.decoder_style} decoder, {config.attention_type} attention x{config.num_attention_heads}",
-        dataset_name=dataset_name,
-        source_lang=source_lang,
-        target_lang=target_lang,
-        results_table=_table(
-            {METRIC_NAMES.get(k, k): f"{v:.2f}" for k, v in test_metrics.items()}, ("metric", "test")
-        ),
-        repo_id=repo_id,
-        example_source=json.dumps(example_source, ensure_ascii=False),  # a Python string literal, readable
-        num_beams=generation.get("num_beams", 1),
-        length_penalty=generation.get("length_penalty", 1.0),
-        config_table=_table({name: getattr(config, name) for name in fields}),
-        num_parameters=f"{num_parameters:,}",
-        hyperparameters_table=_table(hyperparameters),
-        train_minutes=f"{train_minutes:.1f}",
-        hardware=hardware,
-        attention_images="\n\n".join(f"![attention]({name})" for name in images) or "(none saved)",
-        num_train_examples=f"{num_train_examples:,}",
-        max_source_length=max_source_length,
+        **_template_values(config, facts, card_data.model_name, images),
     )
     card.save(os.path.join(output_dir, "README.md"))
     return card
+
+
+def _card_data(facts: CardFacts, model_name: str) -> ModelCardData:
+    """The card's YAML metadata: what the Hub indexes (task, languages, datasets, scores)."""
+    eval_results = [
+        EvalResult(
+            task_type=facts.pipeline_tag,
+            dataset_type=facts.dataset_name,
+            dataset_name=facts.dataset_name,
+            dataset_split="test",
+            metric_type=name,
+            metric_name=METRIC_NAMES[name],
+            metric_value=round(float(value), 2),
+        )
+        for name, value in facts.reported_metrics.items()
+    ]
+    translation = facts.task == "translation"
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag=facts.pipeline_tag,
+        tags=["seq2seq_attn", "custom_code", "rnn", "attention", facts.task],
+        datasets=[facts.dataset_name],
+        language=sorted({facts.source_lang, facts.target_lang}) if translation else ["en"],
+        license="apache-2.0",
+        metrics=list(facts.reported_metrics),
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
+
+
+def _template_values(config, facts: CardFacts, model_name: str | None, images: list[str]) -> dict[str, Any]:
+    """The Jinja variables of `templates/model_card.md`."""
+    return dict(
+        model_name=model_name,
+        architecture=f"{'bi' if config.bidirectional else 'uni'}directional {config.rnn_type.upper()} encoder, "
+        f"{config.decoder_style} decoder, {config.attention_type} attention x{config.num_attention_heads}",
+        dataset_name=facts.dataset_name,
+        source_lang=facts.source_lang,
+        target_lang=facts.target_lang,
+        results_table=_table(
+            {METRIC_NAMES.get(k, k): f"{v:.2f}" for k, v in facts.test_metrics.items()}, ("metric", "test")
+        ),
+        repo_id=facts.repo_id,
+        example_source=json.dumps(
+            facts.example_source, ensure_ascii=False
+        ),  # a Python string literal, readable
+        num_beams=facts.generation.get("num_beams", 1),
+        length_penalty=facts.generation.get("length_penalty", 1.0),
+        config_table=_table({name: getattr(config, name) for name in CARD_CONFIG_FIELDS}),
+        num_parameters=f"{facts.num_parameters:,}",
+        hyperparameters_table=_table(facts.hyperparameters),
+        train_minutes=f"{facts.train_minutes:.1f}",
+        hardware=facts.hardware,
+        attention_images="\n\n".join(f"![attention]({name})" for name in images) or "(none saved)",
+        num_train_examples=f"{facts.num_train_examples:,}",
+        max_source_length=facts.max_source_length,
+    )
 
 
 # The files of a model folder that leave the machine (a Hub push, a Space): what loading the model and

@@ -38,7 +38,7 @@ from .arguments import FINE_TUNABLE_FIELDS, DataArguments, parse_train_args
 from .configuration_seq2seq_attn import Seq2SeqAttnConfig
 from .corpus import configure_streaming, train_corpus_tokenizer
 from .data import DataError, Splits, load_splits, tokenize_pairs
-from .hub import push_folder, render_model_card
+from .hub import CardFacts, push_folder, render_model_card
 from .inference import check_model_type
 from .metrics import task_metrics
 from .modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
@@ -180,7 +180,40 @@ def run(argv: list[str]) -> int:
     resume = _resume_checkpoint(args)
     if data.streaming:
         configure_streaming(args)  # refuses what a stream cannot do; shares it between processes
-    with args.main_process_first(local=True, desc="reading the data"):  # the others reuse its Arrow cache
+    splits = _read_splits(data, args)
+    if args.should_save:
+        os.makedirs(str(args.output_dir), exist_ok=True)
+    tokenizer = build_tokenizer(data, splits, args, resuming=resume is not None)
+    typed = frozenset(item[2:].split("=", 1)[0] for item in argv if item.startswith("--"))
+    model = build_model(model_args, tokenizer, data.model_name_or_path, typed)
+    set_generation_defaults(model, data, tokenizer)
+    if args.should_save:
+        check_output_dir(
+            str(args.output_dir), needed_bytes=3 * model_bytes(model) * (2 + (args.save_total_limit or 3))
+        )
+    logger.info("Model: %s parameters; %d training pairs", f"{model.num_parameters():,}", len(splits.train))
+    push_at_end, args.push_to_hub = args.push_to_hub, False  # we push the finished folder ourselves, once
+    _set_evaluation_options(args, data)
+    budget = TimeBudget(data.max_train_minutes) if data.max_train_minutes else None
+    trainer = _build_trainer(model, tokenizer, args, data, splits, budget)
+    started = time.monotonic()
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    outcome = TrainingOutcome(
+        minutes=(time.monotonic() - started) / 60,
+        budget_minutes_used=budget.elapsed_seconds / 60 if budget is not None else None,
+        metrics=dict(train_result.metrics),
+    )
+    if data.average_last_checkpoints:  # every rank: evaluation under DDP needs them all
+        outcome.averaging = _average_last_checkpoints(trainer, data.average_last_checkpoints)
+    if not args.should_save:  # non-main DDP ranks are done
+        return 0
+    finish(trainer, data, splits, tokenizer, outcome, push_at_end)
+    return 0
+
+
+def _read_splits(data: DataArguments, args: Seq2SeqTrainingArguments) -> Splits:
+    """Read, check and limit the splits; the main process first, so the others reuse its Arrow cache."""
+    with args.main_process_first(local=True, desc="reading the data"):
         splits = load_splits(
             data.dataset_name,
             data.train_file,
@@ -197,23 +230,26 @@ def run(argv: list[str]) -> int:
     splits.limit(data.max_train_samples, data.max_eval_samples, data.max_test_samples)
     if args.eval_strategy != "no" and splits.validation is None:
         raise DataError("Evaluation during training needs --validation_file (or pass --eval_strategy no).")
-    if args.should_save:
-        os.makedirs(str(args.output_dir), exist_ok=True)
-    tokenizer = build_tokenizer(data, splits, args, resuming=resume is not None)
-    typed = frozenset(item[2:].split("=", 1)[0] for item in argv if item.startswith("--"))
-    model = build_model(model_args, tokenizer, data.model_name_or_path, typed)
-    set_generation_defaults(model, data, tokenizer)
-    if args.should_save:
-        check_output_dir(
-            str(args.output_dir), needed_bytes=3 * model_bytes(model) * (2 + (args.save_total_limit or 3))
-        )
-    logger.info("Model: %s parameters; %d training pairs", f"{model.num_parameters():,}", len(splits.train))
+    return splits
 
+
+def _set_evaluation_options(args: Seq2SeqTrainingArguments, data: DataArguments) -> None:
+    """Validation scores come from `generate()` (BLEU needs text), at the lengths the data allows."""
     args.predict_with_generate = True
     args.generation_num_beams = args.generation_num_beams or 1
     args.generation_max_length = data.max_target_length
-    args.remove_unused_columns = False
-    push_at_end, args.push_to_hub = args.push_to_hub, False  # we push the finished folder ourselves, once
+    args.remove_unused_columns = False  # the collator needs `labels`, which the model's forward names
+
+
+def _build_trainer(
+    model: Seq2SeqAttnForConditionalGeneration,
+    tokenizer,
+    args: Seq2SeqTrainingArguments,
+    data: DataArguments,
+    splits: Splits,
+    budget: TimeBudget | None,
+) -> Seq2SeqAttnTrainer:
+    """Tokenize the training and validation splits and put them, the model and the callbacks together."""
     with args.main_process_first(local=True, desc="tokenizing"):  # the others reuse its cached token ids
         limits = (data.max_source_length, data.max_target_length)
         tokenized = {
@@ -221,9 +257,8 @@ def run(argv: list[str]) -> int:
             for part, pairs in (("train", splits.train), ("validation", splits.validation))
             if pairs is not None
         }
-    budget = TimeBudget(data.max_train_minutes) if data.max_train_minutes else None
     callbacks = [EarlyStoppingCallback(data.early_stopping_patience)] if data.early_stopping_patience else []
-    trainer = Seq2SeqAttnTrainer(
+    return Seq2SeqAttnTrainer(
         model=model,
         args=args,
         train_dataset=tokenized["train"],
@@ -236,19 +271,6 @@ def run(argv: list[str]) -> int:
         callbacks=callbacks,
         time_budget=budget,
     )
-    started = time.monotonic()
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    outcome = TrainingOutcome(
-        minutes=(time.monotonic() - started) / 60,
-        budget_minutes_used=budget.elapsed_seconds / 60 if budget is not None else None,
-        metrics=dict(train_result.metrics),
-    )
-    if data.average_last_checkpoints:  # every rank: evaluation under DDP needs them all
-        outcome.averaging = _average_last_checkpoints(trainer, data.average_last_checkpoints)
-    if not args.should_save:  # non-main DDP ranks are done
-        return 0
-    finish(trainer, data, splits, tokenizer, outcome, push_at_end)
-    return 0
 
 
 @dataclass
@@ -260,20 +282,36 @@ class TrainingOutcome:
     metrics: dict[str, Any]
     averaging: dict[str, Any] | None = None
 
+    def results(self, world_size: int) -> dict[str, Any]:
+        """The training half of `results.json`."""
+        results: dict[str, Any] = {
+            "train_minutes": round(self.minutes, 2),
+            "world_size": world_size,
+            **self.metrics,
+        }
+        if self.budget_minutes_used is not None:
+            results["budget_minutes_used"] = round(self.budget_minutes_used, 3)
+        if self.averaging is not None:
+            results["checkpoint_averaging"] = self.averaging
+        return results
 
-def _average_last_checkpoints(trainer: Seq2SeqAttnTrainer, count: int) -> dict[str, Any] | None:
+
+def _average_last_checkpoints(trainer: Seq2SeqAttnTrainer, count: int) -> dict[str, Any]:
     """Average the last `count` checkpoints; keep the average only if validation says it is no worse."""
-    try:
-        from .averaging import average_and_keep_best
-    except ImportError:  # pragma: no cover - the module ships with the package
-        logger.warning(
-            "Checkpoint averaging is not available in this installation; keeping the trained model."
-        )
-        return None
+    from .averaging import average_and_keep_best  # only runs that average need it
+
     report = average_and_keep_best(trainer, count).to_dict()
     # Names, not paths: results.json is shared with the model, and a path would tell where it was trained.
     report["checkpoints"] = [os.path.basename(os.path.normpath(c)) for c in report.get("checkpoints", [])]
     return report
+
+
+@dataclass
+class HeldOutScores:
+    """The test split's scores, and the first few (source, reference, prediction) triples to print."""
+
+    metrics: dict[str, float]
+    samples: list[tuple[str, str, str]]
 
 
 def finish(
@@ -285,66 +323,81 @@ def finish(
     push: bool,
 ) -> None:
     """Save everything, score the test split, draw attention, write the model card, push."""
-    from .inference import attention_for, translate
-    from .plotting import plot_attention
-
     args = trainer.args
     model = cast(Seq2SeqAttnForConditionalGeneration, trainer.model).eval()
     output_dir = str(args.output_dir)  # set at parse time (recipe, flag or the default)
     set_generation_defaults(model, data, tokenizer)  # Seq2SeqTrainer writes its eval lengths into it
     trainer.save_model(output_dir)  # weights, config, code, pipeline, and (as processing_class) the tokenizer
     trainer.save_state()  # trainer_state.json: the log history (learning rate, loss, budget used per step)
-    results: dict[str, Any] = {
-        "train_minutes": round(outcome.minutes, 2),
-        "world_size": args.world_size,
-        **outcome.metrics,
-    }
-    if outcome.budget_minutes_used is not None:
-        results["budget_minutes_used"] = round(outcome.budget_minutes_used, 3)
-    if outcome.averaging is not None:
-        results["checkpoint_averaging"] = outcome.averaging
-    test_metrics: dict[str, float] = {}
-    samples: list[tuple[str, str, str]] = []
-    if splits.test is not None and splits.test_refs is not None:
-        predictions = translate(
-            model,
-            tokenizer,
-            splits.test.sources,
-            batch_size=args.per_device_eval_batch_size,
-            num_beams=data.test_num_beams,
-            length_penalty=data.length_penalty,
-            max_new_tokens=data.max_target_length,
-            progress=True,
-        )
-        test_metrics = task_metrics(data.task, predictions, splits.test_refs)
-        results.update({f"test_{k}": round(v, 2) for k, v in test_metrics.items()})
-        samples = list(zip(splits.test.sources, splits.test.targets, predictions, strict=True))[
-            : data.num_samples_to_print
-        ]
-        with open(os.path.join(output_dir, "test_predictions.txt"), "w", encoding="utf-8") as handle:
-            handle.writelines(p + "\n" for p in predictions)
+    results = outcome.results(args.world_size)
+    test = _score_test_split(model, tokenizer, splits, data, output_dir, args.per_device_eval_batch_size)
+    results.update({f"test_{k}": round(v, 2) for k, v in test.metrics.items()})
     examples = (splits.validation or splits.test or splits.train).sources[: data.num_attention_plots]
-    for i, source in enumerate(examples):
-        weights, source_tokens, output_tokens = attention_for(
-            model, tokenizer, source, max_new_tokens=data.max_target_length
-        )
-        path = os.path.join(output_dir, f"attention_{i}.png")
-        plot_attention(weights, source_tokens, output_tokens, path=path, title=f"example {i}")
+    _plot_examples(model, tokenizer, examples, output_dir, data.max_target_length)
     with open(os.path.join(output_dir, "results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
     repo_id: str = args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
     _write_model_card(
-        trainer, data, splits, tokenizer, outcome, test_metrics, examples, repo_id if push else output_dir
+        trainer, data, splits, tokenizer, outcome, test.metrics, examples, repo_id if push else output_dir
     )
-    print(f"\n== {splits.name}: trained {trainer.state.global_step} steps in {outcome.minutes:.1f} min ==")
-    for name, value in test_metrics.items():
-        print(f"test {name}: {value:.2f}")
-    for source, reference, prediction in samples:
-        print(f"\nsource:     {source}\nreference:  {reference}\nprediction: {prediction}")
-    print(f"\nSaved model, tokenizer, model card and attention plots to {output_dir}")
+    _print_summary(splits.name, trainer.state.global_step, outcome.minutes, test, output_dir)
     if push:
         push_folder(output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo)
         print(f"Pushed to https://huggingface.co/{repo_id}")
+
+
+def _score_test_split(
+    model: Seq2SeqAttnForConditionalGeneration,
+    tokenizer,
+    splits: Splits,
+    data: DataArguments,
+    output_dir: str,
+    batch_size: int,
+) -> HeldOutScores:
+    """Translate the test split with the test's generation settings, score it, save the predictions."""
+    from .inference import translate
+
+    if splits.test is None or splits.test_refs is None:
+        return HeldOutScores({}, [])
+    predictions = translate(
+        model,
+        tokenizer,
+        splits.test.sources,
+        batch_size=batch_size,
+        num_beams=data.test_num_beams,
+        length_penalty=data.length_penalty,
+        max_new_tokens=data.max_target_length,
+        progress=True,
+    )
+    with open(os.path.join(output_dir, "test_predictions.txt"), "w", encoding="utf-8") as handle:
+        handle.writelines(p + "\n" for p in predictions)
+    samples = list(zip(splits.test.sources, splits.test.targets, predictions, strict=True))
+    return HeldOutScores(
+        task_metrics(data.task, predictions, splits.test_refs), samples[: data.num_samples_to_print]
+    )
+
+
+def _plot_examples(model, tokenizer, sources: list[str], output_dir: str, max_new_tokens: int) -> None:
+    """Save `attention_<i>.png`: the attention of the model's own translation of each source."""
+    from .inference import attention_for
+    from .plotting import plot_attention
+
+    for i, source in enumerate(sources):
+        weights, source_tokens, output_tokens = attention_for(
+            model, tokenizer, source, max_new_tokens=max_new_tokens
+        )
+        path = os.path.join(output_dir, f"attention_{i}.png")
+        plot_attention(weights, source_tokens, output_tokens, path=path, title=f"example {i}")
+
+
+def _print_summary(name: str, steps: int, minutes: float, test: HeldOutScores, output_dir: str) -> None:
+    """What the run did, its test scores and a few predictions, for the person at the terminal."""
+    print(f"\n== {name}: trained {steps} steps in {minutes:.1f} min ==")
+    for metric, value in test.metrics.items():
+        print(f"test {metric}: {value:.2f}")
+    for source, reference, prediction in test.samples:
+        print(f"\nsource:     {source}\nreference:  {reference}\nprediction: {prediction}")
+    print(f"\nSaved model, tokenizer, model card and attention plots to {output_dir}")
 
 
 def _write_model_card(trainer, data: DataArguments, splits: Splits, tokenizer, outcome: TrainingOutcome,
@@ -366,18 +419,15 @@ def _write_model_card(trainer, data: DataArguments, splits: Splits, tokenizer, o
         if torch.cuda.is_available()
         else f"{platform.machine()} CPU x{torch.get_num_threads()} threads"
     )
-    render_model_card(
-        args.output_dir,
-        str(CARD_TEMPLATE),
-        config=model.config,
-        test_metrics=test_metrics,
-        hyperparameters=hyper,
+    facts = CardFacts(
         dataset_name=splits.name,
         source_lang=splits.source_lang,
         target_lang=splits.target_lang,
         task=data.task,
         repo_id=model_id,
         example_source=examples[0] if examples else "",
+        test_metrics=test_metrics,
+        hyperparameters=hyper,
         generation={"num_beams": data.test_num_beams, "length_penalty": data.length_penalty},
         num_train_examples=len(splits.train),
         max_source_length=data.max_source_length,
@@ -385,6 +435,7 @@ def _write_model_card(trainer, data: DataArguments, splits: Splits, tokenizer, o
         hardware=hardware,
         num_parameters=model.num_parameters(),
     )
+    render_model_card(str(args.output_dir), str(CARD_TEMPLATE), model.config, facts)
 
 
 def main(argv: list[str] | None = None) -> int:
