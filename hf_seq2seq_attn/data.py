@@ -410,13 +410,7 @@ def load_splits(
     Raises:
         DataError: with the fix, for every problem a user can cause.
     """
-    from .corpus import read_arrow_pairs, stream_pairs
-
     columns = (source_column, target_column, source_lang, target_lang)
-
-    def read(path: str) -> ParallelData:
-        return read_parallel(path, *columns, bad_rows)
-
     if streaming and not train_file:
         raise DataError(
             "--streaming reads a local --train_file as training goes; the bundled, cmudict and Hub datasets "
@@ -425,22 +419,43 @@ def load_splits(
     if dataset_name in ("cmudict", "cmudict:stress"):
         return _cmudict_splits(keep_stress=dataset_name.endswith(":stress"))
     if dataset_name and dataset_name.startswith("bundled:"):
-        name = dataset_name.split(":", 1)[1]
-        info = bundled_info(name)
-        dev, test = (read(bundled_path(split, name)) for split in ("dev", "test"))
-        train = read_arrow_pairs(bundled_path("train", name), columns, bad_rows)
-        return Splits(
-            train, dev, test, name=name, source_lang=info["source_lang"], target_lang=info["target_lang"]
-        )
+        return _bundled_splits(dataset_name.split(":", 1)[1], columns, bad_rows)
     if dataset_name:
         return _hub_splits(dataset_name, dataset_config_name, columns, bad_rows)
     if not train_file:
         raise DataError(
             "Give --train_file (and --validation_file/--test_file), --dataset_name, or --recipe demo."
         )
-    validation_pairs = read(validation_file) if validation_file else None
-    test_pairs = read(test_file) if test_file else None
+    return _file_splits(train_file, validation_file, test_file, columns, bad_rows, streaming)
+
+
+def _bundled_splits(name: str, columns: tuple[str, str, str | None, str | None], bad_rows: str) -> Splits:
+    """The splits of a dataset shipped with the package (`bundled:NAME`)."""
+    from .corpus import read_arrow_pairs
+
+    info = bundled_info(name)
+    dev, test = (read_parallel(bundled_path(split, name), *columns, bad_rows) for split in ("dev", "test"))
+    train = read_arrow_pairs(bundled_path("train", name), columns, bad_rows)
+    return Splits(
+        train, dev, test, name=name, source_lang=info["source_lang"], target_lang=info["target_lang"]
+    )
+
+
+def _file_splits(
+    train_file: str,
+    validation_file: str | None,
+    test_file: str | None,
+    columns: tuple[str, str, str | None, str | None],
+    bad_rows: str,
+    streaming: bool,
+) -> Splits:
+    """The splits of local files: validation and test in memory, training in the Arrow cache or streamed."""
+    from .corpus import read_arrow_pairs, stream_pairs
+
+    validation_pairs = read_parallel(validation_file, *columns, bad_rows) if validation_file else None
+    test_pairs = read_parallel(test_file, *columns, bad_rows) if test_file else None
     read_train = stream_pairs if streaming else read_arrow_pairs
+    _, _, source_lang, target_lang = columns
     return Splits(
         read_train(train_file, columns, bad_rows),
         validation_pairs,
