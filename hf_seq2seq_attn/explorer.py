@@ -14,7 +14,10 @@ The page is built from pure functions that are tested without a browser:
 - [`head_matrix`], [`heatmap_html`]: one head (or the mean of the heads) as an HTML table whose rows are
   the output tokens and whose columns are the source tokens;
 - [`alignment_html`]: the word alignment of [`hf_seq2seq_attn.alignment`] (when that module is present);
-- [`formula_markdown`]: the score function, decoder style and sizes read from the config.
+- [`formula_markdown`]: the score function (equation and paper from its class in the modeling file),
+  decoder style and sizes read from the config;
+- [`translate`], [`rerender`], [`change_model`]: the page's event handlers, plain functions of the
+  shared model cache and the components' values; [`build_app`] only lays out components and binds them.
 
 Gradio is imported only by [`build_app`] and friends: `pip install 'hf_seq2seq_attn[app]'`.
 """
@@ -22,17 +25,19 @@ Gradio is imported only by [`build_app`] and friends: `pip install 'hf_seq2seq_a
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import importlib
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +50,7 @@ from .inference import (
     load_model_and_tokenizer,
     looks_like_path,
 )
+from .modeling_seq2seq_attn import ATTENTION_SCORES
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +150,7 @@ def encode_source(tokenizer: Any, text: str) -> tuple[list[int], list[str]]:
 
 
 def _eos_ids(model: Any) -> set[int]:
+    """The ids that end a hypothesis: the generation config's `eos_token_id`, else the model config's."""
     eos = model.generation_config.eos_token_id
     if eos is None:
         eos = model.config.eos_token_id
@@ -172,6 +179,72 @@ def step_attention(cross_attentions: Sequence[Sequence[torch.Tensor]], rows: Seq
     return torch.stack(picked, dim=1).float().cpu().numpy()  # (N, T, S)
 
 
+def _check_explore_arguments(text: str, num_beams: int) -> None:
+    """Raise for what [`explore`] cannot translate: a non-string, or a beam width outside 1..64."""
+    if not isinstance(text, str):
+        raise TypeError(f"`text` must be a string, got {type(text).__name__}.")
+    if not 1 <= num_beams <= 64:
+        raise ValueError(f"num_beams must be between 1 and 64, got {num_beams}.")
+
+
+def _generate(model: Any, source_ids: list[int], num_beams: int, max_new_tokens: int | None) -> Any:
+    """One `generate()` call returning every hypothesis with its scores and cross-attention.
+
+    Returns:
+        The `generate` output: `sequences (num_beams, 1 + T)`, `scores`, `cross_attentions`, and for
+        beam search `sequences_scores (num_beams,)` and `beam_indices (num_beams, T)`.
+    """
+    input_ids = torch.tensor([source_ids], device=model.device)  # (1, S)
+    limit = max_new_tokens if max_new_tokens is not None else default_max_new_tokens(len(source_ids))
+    if limit < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {limit}.")
+    return model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        do_sample=False,
+        max_new_tokens=limit,
+        output_attentions=True,
+        output_scores=True,
+        return_dict_in_generate=True,
+        **({"length_penalty": 1.0} if num_beams > 1 else {}),
+    )
+
+
+def _greedy_rows(output: Any, r: int, eos_ids: set[int]) -> tuple[list[int], float]:
+    """Batch rows behind sequence `r` of a greedy search (`r` at every step) and its mean log-probability."""
+    generated = output.sequences[r, 1:].tolist()
+    length = _generated_length(generated, eos_ids)
+    log_probs = [torch.log_softmax(output.scores[t][r].float(), dim=-1)[generated[t]] for t in range(length)]
+    score = float(torch.stack(log_probs).mean()) if log_probs else float("nan")
+    return [r] * length, score
+
+
+def _beam_rows(output: Any, r: int, eos_ids: set[int]) -> tuple[list[int], float]:
+    """Batch rows behind sequence `r` of a beam search (its `beam_indices`, up to its first `</s>`) and
+    its length-normalised score."""
+    generated = output.sequences[r, 1:].tolist()
+    rows = [int(i) for i in output.beam_indices[r].tolist() if i >= 0]  # -1 pads the steps after it ended
+    length = min(len(rows), _generated_length(generated, eos_ids))
+    return rows[:length], float(output.sequences_scores[r])
+
+
+def _hypothesis(tokenizer: Any, output: Any, r: int, beam: bool, eos_ids: set[int]) -> Hypothesis | None:
+    """Sequence `r` of a `generate` output as a [`Hypothesis`] (None when it generated no token)."""
+    rows, score = (_beam_rows if beam else _greedy_rows)(output, r, eos_ids)
+    ids = output.sequences[r, 1 : 1 + len(rows)].tolist()  # the T generated ids, one per row
+    if not ids:
+        return None
+    return Hypothesis(
+        text=tokenizer.decode(ids, skip_special_tokens=True),
+        token_ids=ids,
+        tokens=tokenizer.convert_ids_to_tokens(ids),
+        score=score,
+        attention=step_attention(output.cross_attentions, rows),
+    )
+
+
 @torch.no_grad()
 def explore(
     model: Any,
@@ -194,59 +267,17 @@ def explore(
     Returns:
         [`Exploration`].
     """
-    if not isinstance(text, str):
-        raise TypeError(f"`text` must be a string, got {type(text).__name__}.")
-    if not 1 <= num_beams <= 64:
-        raise ValueError(f"num_beams must be between 1 and 64, got {num_beams}.")
+    _check_explore_arguments(text, num_beams)
     source_ids, notices = encode_source(tokenizer, text)
-    input_ids = torch.tensor([source_ids], device=model.device)  # (1, S)
-    limit = max_new_tokens if max_new_tokens is not None else default_max_new_tokens(len(source_ids))
-    if limit < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {limit}.")
-    beam = num_beams > 1
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        num_beams=num_beams,
-        num_return_sequences=num_beams,
-        do_sample=False,
-        max_new_tokens=limit,
-        output_attentions=True,
-        output_scores=True,
-        return_dict_in_generate=True,
-        **({"length_penalty": 1.0} if beam else {}),
-    )
+    output = _generate(model, source_ids, num_beams, max_new_tokens)
     eos_ids = _eos_ids(model)
-    hypotheses = []
-    for r in range(output.sequences.shape[0]):
-        generated = output.sequences[r, 1:].tolist()
-        if beam:
-            rows = [int(i) for i in output.beam_indices[r].tolist() if i >= 0]
-            length = min(len(rows), _generated_length(generated, eos_ids))
-            score = float(output.sequences_scores[r])
-        else:
-            length = _generated_length(generated, eos_ids)
-            rows = [r] * length
-            log_probs = [
-                torch.log_softmax(output.scores[t][r].float(), dim=-1)[generated[t]] for t in range(length)
-            ]
-            score = float(torch.stack(log_probs).mean()) if log_probs else float("nan")
-        ids = generated[:length]
-        if not ids:
-            continue
-        hypotheses.append(
-            Hypothesis(
-                text=tokenizer.decode(ids, skip_special_tokens=True),
-                token_ids=ids,
-                tokens=tokenizer.convert_ids_to_tokens(ids),
-                score=score,
-                attention=step_attention(output.cross_attentions, rows[:length]),
-            )
-        )
+    found = (
+        _hypothesis(tokenizer, output, r, num_beams > 1, eos_ids) for r in range(output.sequences.shape[0])
+    )
     return Exploration(
         source_ids=list(source_ids),
         source_tokens=tokenizer.convert_ids_to_tokens(source_ids),
-        hypotheses=hypotheses,
+        hypotheses=[hypothesis for hypothesis in found if hypothesis is not None],
         num_beams=num_beams,
         notices=notices,
         source_text=None if notices else text,
@@ -356,7 +387,9 @@ def _alignment_module() -> Any | None:
         return None
 
 
-def hypothesis_alignment(tokenizer: Any, exploration: Exploration, index: int = 0, head: int | None = None):
+def hypothesis_alignment(
+    tokenizer: Any, exploration: Exploration, index: int = 0, head: int | None = None
+) -> Any | None:
     """The word alignment of hypothesis `index` from its own attention (None without the alignment module)."""
     module = _alignment_module()
     if module is None or not hasattr(module, "alignment_from_attention"):
@@ -392,24 +425,30 @@ def alignment_html(alignment: Any | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The model's formula
+# The model's formula: each score's equation and paper come from its class in the modeling file
 # --------------------------------------------------------------------------------------------
-SCORE_FORMULAS = {
-    "additive": ("v^T tanh(W_q s + W_k h)", "Bahdanau et al. 2015, eq. 6"),
-    "dot": ("s^T h", "Luong et al. 2015, eq. 8"),
-    "general": ("s^T W h", "Luong et al. 2015, eq. 8"),
-    "scaled_dot": ("s^T h / sqrt(d)", "Vaswani et al. 2017, eq. 1"),
-}
-DECODER_STYLES = {
+# The first "Author et al. YEAR, eq. N" of a score class's docstring: the paper equation it implements.
+CITATION_PATTERN = re.compile(r"[A-Z][A-Za-z-]+ et al\. \d{4}, eq\. \d+")
+DECODER_STYLE_NOTES = {
     "bahdanau": "query = previous state s_{t-1}; the context c_t joins the RNN input; read-out [s_t; c_t; e_{t-1}]",
     "luong": "the RNN steps first; query = s_t; attentional state tanh(W_c [c_t; s_t])",
 }
 
 
+def score_formula(attention_type: str) -> tuple[str, str]:
+    """`(equation, citation)` of the score class `attention_type` names (`ATTENTION_SCORES`), e.g.
+    `("s^T W h", "Luong et al. 2015, eq. 8")`; `("?", "?")` for a name the modeling file does not know."""
+    score_class = ATTENTION_SCORES.get(attention_type)
+    if score_class is None:
+        return "?", "?"
+    citation = CITATION_PATTERN.search(score_class.__doc__ or "")
+    return score_class.equation or "?", citation.group(0) if citation else "?"
+
+
 def formula_table_html() -> str:
     """The README's table "Attention: each formula and its config value", as HTML with the anchor the
     formula links of [`formula_markdown`] point to."""
-    rows = [(formula, paper, f"attention_type={name!r}") for name, (formula, paper) in SCORE_FORMULAS.items()]
+    rows = [(*score_formula(name), f"attention_type={name!r}") for name in ATTENTION_SCORES]
     rows.insert(
         1,
         (
@@ -425,7 +464,7 @@ def formula_table_html() -> str:
             "num_attention_heads=N",
         )
     )
-    rows += [(text, "decoder", f"decoder_style={style!r}") for style, text in DECODER_STYLES.items()]
+    rows += [(text, "decoder", f"decoder_style={style!r}") for style, text in DECODER_STYLE_NOTES.items()]
     body = "".join(
         f"<tr><td><code>{html.escape(a)}</code></td><td>{html.escape(b)}</td><td><code>{html.escape(c)}</code></td></tr>"
         for a, b, c in rows
@@ -436,10 +475,23 @@ def formula_table_html() -> str:
     )
 
 
+def _sizes_line(config: Any) -> str:
+    """The RNN type, layer and embedding sizes, attention width and vocabulary of `config`, in one line."""
+    return (
+        f"{getattr(config, 'rnn_type', '?').upper()} encoder "
+        f"{'bidirectional ' if getattr(config, 'bidirectional', False) else ''}"
+        f"{getattr(config, 'encoder_hidden_size', '?')} per direction x {getattr(config, 'encoder_layers', '?')}, "
+        f"decoder {getattr(config, 'decoder_hidden_size', '?')} x {getattr(config, 'decoder_layers', '?')}, "
+        f"embeddings {getattr(config, 'embedding_size', '?')}, attention width "
+        f"{getattr(config, 'attention_size', None) or getattr(config, 'decoder_hidden_size', '?')}, "
+        f"vocabulary {getattr(config, 'vocab_size', '?')}"
+    )
+
+
 def formula_markdown(config: Any) -> str:
     """The attention formula, decoder style and sizes of `config`, each linked to the README's formula table."""
     attention_type = getattr(config, "attention_type", "?")
-    formula, paper = SCORE_FORMULAS.get(attention_type, ("?", "?"))
+    formula, paper = score_formula(attention_type)
     heads = int(getattr(config, "num_attention_heads", 1))
     style = getattr(config, "decoder_style", "?")
     link = f"([formula table]({FORMULA_TABLE_URL}))"
@@ -450,20 +502,11 @@ def formula_markdown(config: Any) -> str:
             f'`attention_type="{attention_type}"`, `num_attention_heads={heads}` {link}'
         )
     feeding = " with input feeding" if style == "luong" and getattr(config, "input_feeding", False) else ""
-    sizes = (
-        f"{getattr(config, 'rnn_type', '?').upper()} encoder "
-        f"{'bidirectional ' if getattr(config, 'bidirectional', False) else ''}"
-        f"{getattr(config, 'encoder_hidden_size', '?')} per direction x {getattr(config, 'encoder_layers', '?')}, "
-        f"decoder {getattr(config, 'decoder_hidden_size', '?')} x {getattr(config, 'decoder_layers', '?')}, "
-        f"embeddings {getattr(config, 'embedding_size', '?')}, attention width "
-        f"{getattr(config, 'attention_size', None) or getattr(config, 'decoder_hidden_size', '?')}, "
-        f"vocabulary {getattr(config, 'vocab_size', '?')}"
-    )
     return "\n".join(
         [
             f"- **Attention**: {score}",
-            f'- **Decoder** `decoder_style="{style}"`{feeding}: {DECODER_STYLES.get(style, "?")} {link}',
-            f"- **Sizes**: {sizes}",
+            f'- **Decoder** `decoder_style="{style}"`{feeding}: {DECODER_STYLE_NOTES.get(style, "?")} {link}',
+            f"- **Sizes**: {_sizes_line(config)}",
         ]
     )
 
@@ -516,9 +559,9 @@ def _friendly(err: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The app
+# The app: event handlers (plain functions, testable without a browser), then the page's wiring
 # --------------------------------------------------------------------------------------------
-def _import_gradio():
+def _import_gradio() -> Any:
     """Import gradio with analytics off (nothing may phone home), or raise ImportError with the install hint."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
@@ -528,8 +571,149 @@ def _import_gradio():
     return gradio
 
 
+def _update(**properties: Any) -> dict[str, Any]:
+    """`gr.update(**properties)`: new properties for an output component; no argument leaves it as it is."""
+    return _import_gradio().update(**properties)
+
+
 def _error(message: str) -> str:
+    """A column's status line for something that went wrong."""
     return f"⚠️ **{message}**"
+
+
+def model_header(cache: ModelCache, name: str) -> tuple[str, str, str, dict[str, Any]]:
+    """The header of the column showing model `name`: title, formula, status (an error when it does not
+    load, else empty) and the head selector's update (visible when the model has several heads)."""
+    try:
+        model, _ = cache.get(name)
+    except Exception as err:
+        logger.warning("could not load %r: %s", name, err)
+        hidden = _update(choices=head_choices(1), value=-1, visible=False)
+        return f"### {name}", "", _error(f"Could not load the model: {_friendly(err)}"), hidden
+    heads = int(getattr(model.config, "num_attention_heads", 1))
+    head_update = _update(choices=head_choices(heads), value=-1, visible=heads > 1)
+    return f"### {name}", formula_markdown(model.config), "", head_update
+
+
+def _caption(index: int, head: int | None, num_heads: int) -> str:
+    """The line above the heat-map of hypothesis `index` (0-based) and head `head` (None = average)."""
+    which = "average of heads" if num_heads > 1 else "attention"
+    if head is not None:
+        which = f"head {head + 1}"
+    return f"Hypothesis {index + 1} ({which}): rows = output tokens, columns = source tokens. Hover a cell."
+
+
+def _render(
+    cache: ModelCache, name: str, exploration: Exploration | None, index: int | None, head: int | None
+) -> tuple[str, str]:
+    """Heat-map and alignment HTML of hypothesis `index` and head `head` (-1 or None = average)."""
+    if exploration is None or not exploration.hypotheses:
+        return "", ""
+    index = index if index is not None and 0 <= index < len(exploration.hypotheses) else 0
+    head = None if head is None or head < 0 or head >= exploration.num_heads else head
+    hypothesis = exploration.hypotheses[index]
+    heatmap = heatmap_html(
+        head_matrix(hypothesis.attention, head),
+        exploration.source_tokens,
+        hypothesis.tokens,
+        _caption(index, head, exploration.num_heads),
+    )
+    try:
+        _, tokenizer = cache.get(name)
+        alignment = alignment_html(hypothesis_alignment(tokenizer, exploration, index, head))
+    except Exception as err:  # the heat-map stays useful when the alignment fails
+        logger.exception("alignment failed")
+        alignment = f"<p>{html.escape(_friendly(err))}</p>"
+    return heatmap, alignment
+
+
+def _beam_width(mode: str, width: float | None) -> int:
+    """`num_beams` for the search radio and the beam-width slider: 1 for greedy, else 2..MAX_BEAMS."""
+    return 1 if mode == "greedy" else max(2, min(MAX_BEAMS, int(width or 2)))
+
+
+def _no_translation(message: str) -> tuple[Any, ...]:
+    """[`translate`]'s outputs when there is nothing to draw: the message, everything else cleared."""
+    return _error(message), _update(choices=[], value=None), _update(value=-1), "", "", None
+
+
+def translate(cache: ModelCache, name: str, text: str, mode: str, width: float | None) -> tuple[Any, ...]:
+    """The Translate button (and Enter in the text box) for the column showing model `name`.
+
+    Returns:
+        The column's status, n-best list update, head selector update, heat-map HTML, alignment HTML and
+        its [`Exploration`] (kept in a `gr.State` for [`rerender`]).
+    """
+    if not isinstance(text, str) or not text.strip():
+        return _no_translation("Type a sentence to translate.")
+    try:
+        model, tokenizer = cache.get(name)
+    except Exception as err:
+        return _no_translation(f"Could not load the model: {_friendly(err)}")
+    start = time.perf_counter()
+    try:
+        exploration = explore(model, tokenizer, text, num_beams=_beam_width(mode, width))
+    except Exception as err:
+        logger.exception("translation failed")
+        return _no_translation(f"Translation failed: {_friendly(err)}")
+    if not exploration.hypotheses:
+        return _no_translation("The model generated no tokens for this input.")
+    status = " ".join(f"ℹ️ {notice}" for notice in exploration.notices)
+    heatmap, alignment = _render(cache, name, exploration, 0, None)
+    nbest = _update(choices=nbest_choices(exploration), value=0)
+    logger.info("%s: translated and drawn in %.0f ms", name, 1000 * (time.perf_counter() - start))
+    return status, nbest, _update(value=-1), heatmap, alignment, exploration
+
+
+def rerender(
+    cache: ModelCache, name: str, exploration: Exploration | None, index: int | None, head: int | None
+) -> tuple[str, str]:
+    """A pick in the n-best list or the head selector: heat-map and alignment HTML, drawn again."""
+    try:
+        return _render(cache, name, exploration, index, head)
+    except Exception as err:
+        logger.exception("rendering failed")
+        return f"<p>{html.escape(_friendly(err))}</p>", ""
+
+
+def _keep_column(status: str) -> tuple[Any, ...]:
+    """[`change_model`]'s outputs when the column keeps its model: only the status changes."""
+    keep = [_update() for _ in range(8)]  # one update each: gradio may edit what it is handed
+    return (*keep[:3], status, *keep[3:])
+
+
+def change_model(cache: ModelCache, path: str | None) -> tuple[Any, ...]:
+    """The Load button of a column: show model `path` there, or say why not and keep the current one.
+
+    Returns:
+        The column's model name, title, formula, status, head selector update, n-best list update,
+        heat-map HTML, alignment HTML and exploration (the last four cleared).
+    """
+    path = (path or "").strip()
+    if not path:
+        return _keep_column(_error("Type a model folder or Hub id."))
+    header, formula, status, head_update = model_header(cache, path)
+    if status:  # failed: keep the current model
+        return _keep_column(status)
+    cleared = _update(choices=[], value=None)
+    return path, header, formula, f"Loaded {path}.", head_update, cleared, "", "", None
+
+
+def _with_cache(handler: Callable[..., Any], cache: ModelCache) -> Callable[..., Any]:
+    """`handler` with its `cache` argument given, keeping its name (gradio names the API endpoint after it)."""
+    bound = functools.partial(handler, cache)
+    bound.__name__ = handler.__name__  # type: ignore[attr-defined]
+    return bound
+
+
+@dataclass
+class _Controls:
+    """The input row shared by all columns."""
+
+    source: Any
+    mode: Any
+    width: Any
+    button: Any
 
 
 @dataclass
@@ -546,39 +730,96 @@ class _Column:
     alignment: Any
     exploration: Any
 
+    def translation_outputs(self) -> list[Any]:
+        """What [`translate`] returns, in its order."""
+        return [self.status, self.nbest, self.head, self.heatmap, self.alignment, self.exploration]
 
-def _render(
-    cache: ModelCache, name: str, exploration: Exploration | None, index: int | None, head: int | None
-) -> tuple[str, str]:
-    """Heat-map and alignment HTML of hypothesis `index` and head `head` (-1 or None = average)."""
-    if exploration is None or not exploration.hypotheses:
-        return "", ""
-    index = index if index is not None and 0 <= index < len(exploration.hypotheses) else 0
-    head = None if head is None or head < 0 or head >= exploration.num_heads else head
-    hypothesis = exploration.hypotheses[index]
-    which = (
-        "average of heads"
-        if head is None and exploration.num_heads > 1
-        else (f"head {head + 1}" if head is not None else "attention")
+    def model_outputs(self) -> list[Any]:
+        """What [`change_model`] returns, in its order."""
+        return [
+            self.name,
+            self.title,
+            self.formula,
+            self.status,
+            self.head,
+            self.nbest,
+            self.heatmap,
+            self.alignment,
+            self.exploration,
+        ]
+
+
+INTRO = (
+    "# Attention explorer\nType a sentence: each output token's row of the heat-map shows which source "
+    "tokens the decoder attended to when it produced it. Pick a hypothesis of the n-best list, or a head."
+)
+
+
+def _controls(gr: Any) -> _Controls:
+    """The source text box, the search mode, the beam width and the Translate button."""
+    with gr.Row():
+        source = gr.Textbox(
+            label="Source sentence", lines=2, scale=4, elem_id="s2sa-source", placeholder="En el principio..."
+        )
+        with gr.Column(scale=1, min_width=200):
+            mode = gr.Radio(["greedy", "beam search"], value="greedy", label="Search", elem_id="s2sa-mode")
+            width = gr.Slider(2, MAX_BEAMS, value=5, step=1, label="Beam width", elem_id="s2sa-width")
+            button = gr.Button("Translate", variant="primary", elem_id="s2sa-translate")
+    return _Controls(source, mode, width, button)
+
+
+def _model_column(gr: Any, cache: ModelCache, position: int, name: str) -> _Column:
+    """The components of the column showing model `name` (`position` 0 or 1 names their element ids)."""
+    header, formula, status, head_update = model_header(cache, name)
+    nbest_label = "n-best (score = mean log-probability per token)"
+    return _Column(
+        name=gr.State(name),
+        title=gr.Markdown(header),
+        formula=gr.Markdown(formula, elem_id=f"s2sa-formula-{position}"),
+        status=gr.Markdown(status, elem_id=f"s2sa-status-{position}"),
+        nbest=gr.Radio([], label=nbest_label, type="value", elem_id=f"s2sa-nbest-{position}"),
+        head=gr.Radio(
+            head_update.get("choices", []),
+            value=-1,
+            label="Attention head",
+            visible=head_update.get("visible", False),
+            elem_id=f"s2sa-head-{position}",
+        ),
+        heatmap=gr.HTML("", elem_id=f"s2sa-heatmap-{position}", js_on_load=None),
+        alignment=gr.HTML("", elem_id=f"s2sa-alignment-{position}", js_on_load=None),
+        exploration=gr.State(None),
     )
-    caption = (
-        f"Hypothesis {index + 1} ({which}): rows = output tokens, columns = source tokens. Hover a cell."
-    )
-    heatmap = heatmap_html(
-        head_matrix(hypothesis.attention, head), exploration.source_tokens, hypothesis.tokens, caption
-    )
-    try:
-        _, tokenizer = cache.get(name)
-        alignment = alignment_html(hypothesis_alignment(tokenizer, exploration, index, head))
-    except Exception as err:  # the heat-map stays useful when the alignment fails
-        logger.exception("alignment failed")
-        alignment = f"<p>{html.escape(_friendly(err))}</p>"
-    return heatmap, alignment
+
+
+def _model_loader(gr: Any, cache: ModelCache, position: int, column: _Column) -> None:
+    """The "Load another model" box under a column, and its Load button."""
+    with gr.Accordion("Load another model", open=False):
+        path = gr.Textbox(label="Model folder or Hub id", elem_id=f"s2sa-path-{position}")
+        load = gr.Button("Load", elem_id=f"s2sa-load-{position}")
+    load.click(_with_cache(change_model, cache), [path], column.model_outputs())
+
+
+def _bind_column(cache: ModelCache, column: _Column, controls: _Controls) -> None:
+    """Translate on the button or Enter; draw again on a pick in the n-best list or the head selector."""
+    on_translate = _with_cache(translate, cache)
+    for trigger in (controls.button.click, controls.source.submit):
+        trigger(
+            on_translate,
+            [column.name, controls.source, controls.mode, controls.width],
+            column.translation_outputs(),
+        )
+    on_pick = _with_cache(rerender, cache)
+    for selector in (column.nbest, column.head):
+        selector.input(
+            on_pick,
+            [column.name, column.exploration, column.nbest, column.head],
+            [column.heatmap, column.alignment],
+        )
 
 
 def build_app(
     models: Sequence[str], allow_model_change: bool = True, title: str = "Seq2SeqAttn attention explorer"
-):
+) -> Any:
     """The explorer page: one column per model (at most two), all fed the same input.
 
     A model that fails to load (missing folder, another architecture, offline Hub id) shows its error in
@@ -597,171 +838,18 @@ def build_app(
     if not 1 <= len(models) <= MAX_MODELS:
         raise ValueError(f"The explorer shows 1 or {MAX_MODELS} models side by side, got {len(models)}.")
     cache = ModelCache(capacity=2 * MAX_MODELS)
-
-    def model_header(name: str) -> tuple[str, str, str, Any]:
-        """Title, formula, status, head-selector update for `name`."""
-        try:
-            model, _ = cache.get(name)
-        except Exception as err:
-            logger.warning("could not load %r: %s", name, err)
-            hidden = gr.update(choices=head_choices(1), value=-1, visible=False)
-            return f"### {name}", "", _error(f"Could not load the model: {_friendly(err)}"), hidden
-        heads = int(getattr(model.config, "num_attention_heads", 1))
-        head_update = gr.update(choices=head_choices(heads), value=-1, visible=heads > 1)
-        return f"### {name}", formula_markdown(model.config), "", head_update
-
-    def translate(name: str, text: str, mode: str, width: float):
-        """Outputs: status, n-best, head, heat-map, alignment, exploration state."""
-        empty = (gr.update(choices=[], value=None), gr.update(value=-1), "", "", None)
-        if not isinstance(text, str) or not text.strip():
-            return (_error("Type a sentence to translate."), *empty)
-        try:
-            model, tokenizer = cache.get(name)
-        except Exception as err:
-            return (_error(f"Could not load the model: {_friendly(err)}"), *empty)
-        beams = 1 if mode == "greedy" else max(2, min(MAX_BEAMS, int(width or 2)))
-        start = time.perf_counter()
-        try:
-            exploration = explore(model, tokenizer, text, num_beams=beams)
-        except Exception as err:
-            logger.exception("translation failed")
-            return (_error(f"Translation failed: {_friendly(err)}"), *empty)
-        if not exploration.hypotheses:
-            return (_error("The model generated no tokens for this input."), *empty)
-        status = " ".join(f"ℹ️ {notice}" for notice in exploration.notices)
-        heatmap, alignment = _render(cache, name, exploration, 0, None)
-        choices = nbest_choices(exploration)
-        logger.info("%s: translated and drawn in %.0f ms", name, 1000 * (time.perf_counter() - start))
-        return (
-            status,
-            gr.update(choices=choices, value=0),
-            gr.update(value=-1),
-            heatmap,
-            alignment,
-            exploration,
-        )
-
-    def rerender(name: str, exploration: Exploration | None, index: int | None, head: int | None):
-        try:
-            return _render(cache, name, exploration, index, head)
-        except Exception as err:
-            logger.exception("rendering failed")
-            return f"<p>{html.escape(_friendly(err))}</p>", ""
-
-    def change_model(path: str):
-        """Load another model into a column: name state, header pieces, cleared outputs."""
-        path = (path or "").strip()
-        if not path:
-            return (
-                gr.update(),
-                gr.update(),
-                gr.update(),
-                _error("Type a model folder or Hub id."),
-                gr.update(),
-                gr.update(),
-                gr.update(),
-                gr.update(),
-                gr.update(),
-            )
-        header, formula, status, head_update = model_header(path)
-        if status:  # failed: keep the current model
-            return (
-                gr.update(),
-                gr.update(),
-                gr.update(),
-                status,
-                gr.update(),
-                gr.update(),
-                gr.update(),
-                gr.update(),
-                gr.update(),
-            )
-        cleared = gr.update(choices=[], value=None)
-        return path, header, formula, f"Loaded {path}.", head_update, cleared, "", "", None
-
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(
-            "# Attention explorer\nType a sentence: each output token's row of the heat-map shows which source "
-            "tokens the decoder attended to when it produced it. Pick a hypothesis of the n-best list, or a head."
-        )
-        with gr.Row():
-            source = gr.Textbox(
-                label="Source sentence",
-                lines=2,
-                scale=4,
-                elem_id="s2sa-source",
-                placeholder="En el principio...",
-            )
-            with gr.Column(scale=1, min_width=200):
-                mode = gr.Radio(
-                    ["greedy", "beam search"], value="greedy", label="Search", elem_id="s2sa-mode"
-                )
-                width = gr.Slider(2, MAX_BEAMS, value=5, step=1, label="Beam width", elem_id="s2sa-width")
-                button = gr.Button("Translate", variant="primary", elem_id="s2sa-translate")
-        columns: list[_Column] = []
+        gr.Markdown(INTRO)
+        controls = _controls(gr)
+        columns = []
         with gr.Row(equal_height=False):
             for position, name in enumerate(models):
                 with gr.Column(elem_id=f"s2sa-model-{position}"):
-                    header, formula, status, head_update = model_header(name)
-                    column = _Column(
-                        name=gr.State(name),
-                        title=gr.Markdown(header),
-                        formula=gr.Markdown(formula, elem_id=f"s2sa-formula-{position}"),
-                        status=gr.Markdown(status, elem_id=f"s2sa-status-{position}"),
-                        nbest=gr.Radio(
-                            [],
-                            label="n-best (score = mean log-probability per token)",
-                            type="value",
-                            elem_id=f"s2sa-nbest-{position}",
-                        ),
-                        head=gr.Radio(
-                            head_update.get("choices", []),
-                            value=-1,
-                            label="Attention head",
-                            visible=head_update.get("visible", False),
-                            elem_id=f"s2sa-head-{position}",
-                        ),
-                        heatmap=gr.HTML("", elem_id=f"s2sa-heatmap-{position}", js_on_load=None),
-                        alignment=gr.HTML("", elem_id=f"s2sa-alignment-{position}", js_on_load=None),
-                        exploration=gr.State(None),
-                    )
-                    columns.append(column)
+                    columns.append(_model_column(gr, cache, position, name))
                     if allow_model_change:
-                        with gr.Accordion("Load another model", open=False):
-                            path = gr.Textbox(label="Model folder or Hub id", elem_id=f"s2sa-path-{position}")
-                            load = gr.Button("Load", elem_id=f"s2sa-load-{position}")
-                        load.click(
-                            change_model,
-                            [path],
-                            [
-                                column.name,
-                                column.title,
-                                column.formula,
-                                column.status,
-                                column.head,
-                                column.nbest,
-                                column.heatmap,
-                                column.alignment,
-                                column.exploration,
-                            ],
-                        )
+                        _model_loader(gr, cache, position, columns[-1])
         for column in columns:
-            outputs = [
-                column.status,
-                column.nbest,
-                column.head,
-                column.heatmap,
-                column.alignment,
-                column.exploration,
-            ]
-            for trigger in (button.click, source.submit):
-                trigger(translate, [column.name, source, mode, width], outputs)
-            for selector in (column.nbest, column.head):
-                selector.input(
-                    rerender,
-                    [column.name, column.exploration, column.nbest, column.head],
-                    [column.heatmap, column.alignment],
-                )
+            _bind_column(cache, column, controls)
         gr.HTML(formula_table_html(), elem_id="s2sa-formula-table")
     return demo
 
@@ -852,6 +940,44 @@ def _vendor_package(output_dir: str) -> list[str]:
     return [f"hf_seq2seq_attn/{name}" for name in names]
 
 
+def _write_text(path: str, text: str) -> None:
+    """Write `text` to `path` as UTF-8 (a Space's files are read on another machine)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _space_models(names: Sequence[str], output_dir: str) -> tuple[list[str], list[str]]:
+    """Copy the local model folders among `names` into `output_dir/model`, `model2`.
+
+    Returns:
+        `(references, written)`: what `app.py` loads for each name (the copy's subfolder, or the Hub id
+        itself), and the files copied, relative to `output_dir`.
+    """
+    references, written = [], []
+    for position, name in enumerate(names):
+        if not looks_like_path(name):
+            references.append(name)
+            continue
+        check_model_type(name)
+        subfolder = "model" if position == 0 else f"model{position + 1}"
+        copied = _copy_model_folder(os.path.expanduser(name), os.path.join(output_dir, subfolder))
+        written += [f"{subfolder}/{f}" for f in copied]
+        references.append(subfolder)
+    return references, written
+
+
+def _space_readme(names: Sequence[str]) -> str:
+    """The Space's README: its card (gradio SDK and version, title) naming the models shown."""
+    try:
+        gradio_version = importlib.import_module("gradio").__version__
+    except ImportError:
+        gradio_version = "6.0.0"
+    labels = ", ".join(os.path.basename(os.path.normpath(n)) if looks_like_path(n) else n for n in names)
+    return SPACE_README.format(
+        title=f"Attention explorer: {labels}"[:60], gradio_version=gradio_version, models=labels
+    )
+
+
 def write_space(
     models: str | Sequence[str], output_dir: str, requirements: Sequence[str] | None = None
 ) -> list[str]:
@@ -871,35 +997,13 @@ def write_space(
     if not 1 <= len(names) <= MAX_MODELS:
         raise ValueError(f"A Space shows 1 or {MAX_MODELS} models, got {len(names)}.")
     os.makedirs(output_dir, exist_ok=True)
-    written, references = [], []
-    for position, name in enumerate(names):
-        if looks_like_path(name):
-            check_model_type(name)
-            subfolder = "model" if position == 0 else f"model{position + 1}"
-            copied = _copy_model_folder(os.path.expanduser(name), os.path.join(output_dir, subfolder))
-            written += [f"{subfolder}/{f}" for f in copied]
-            references.append(subfolder)
-        else:
-            references.append(name)
-    with open(os.path.join(output_dir, "app.py"), "w", encoding="utf-8") as handle:
-        handle.write(SPACE_APP.format(models=repr(references)))
-    written += _vendor_package(output_dir)
-    with open(os.path.join(output_dir, "requirements.txt"), "w", encoding="utf-8") as handle:
-        handle.writelines(f"{line}\n" for line in (requirements or _space_requirements()))
-    try:
-        gradio_version = importlib.import_module("gradio").__version__
-    except ImportError:
-        gradio_version = "6.0.0"
-    labels = ", ".join(os.path.basename(os.path.normpath(n)) if looks_like_path(n) else n for n in names)
-    with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as handle:
-        handle.write(
-            SPACE_README.format(
-                title=f"Attention explorer: {labels}"[:60],
-                gradio_version=gradio_version,
-                models=labels,
-            )
-        )
-    return ["app.py", "requirements.txt", "README.md", *written]
+    references, copied = _space_models(names, output_dir)
+    _write_text(os.path.join(output_dir, "app.py"), SPACE_APP.format(models=repr(references)))
+    vendored = _vendor_package(output_dir)
+    lines = requirements or _space_requirements()
+    _write_text(os.path.join(output_dir, "requirements.txt"), "".join(f"{line}\n" for line in lines))
+    _write_text(os.path.join(output_dir, "README.md"), _space_readme(names))
+    return ["app.py", "requirements.txt", "README.md", *copied, *vendored]
 
 
 def push_space(
@@ -947,43 +1051,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`seq2seq-attn explore`: returns an exit code; user mistakes print `error: ...` and return 2."""
-    args = build_parser().parse_args(argv)
+def _fail(message: str) -> int:
+    """Print `error: message` for a user mistake and return the exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return 2
 
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, checked before any model loads (None when nothing is)."""
     if len(args.model) > MAX_MODELS:
-        return fail(f"give --model at most {MAX_MODELS} times (got {len(args.model)}).")
+        return f"give --model at most {MAX_MODELS} times (got {len(args.model)})."
     if not 1 <= args.port <= 65535:
-        return fail(f"--port must be between 1 and 65535, got {args.port}.")
+        return f"--port must be between 1 and 65535, got {args.port}."
     for name in args.model:
         try:
             check_model_type(name)  # before anything of it loads: no code from the folder or repo runs
         except (OSError, ValueError) as err:
-            return fail(_friendly(err))
+            return _friendly(err)
+    return None
+
+
+def _publish_space(args: argparse.Namespace) -> None:
+    """`--write_space DIR` (which wins when both are given) or `--push_space REPO_ID`."""
+    if args.write_space:
+        write_space(args.model, args.write_space)
+        print(
+            f"Wrote a Space to {args.write_space}: upload it with `huggingface-cli upload --repo-type space "
+            f"REPO_ID {args.write_space}` or use --push_space."
+        )
+    else:
+        print(f"Space: {push_space(args.model, args.push_space, private=args.private)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`seq2seq-attn explore`: returns an exit code; user mistakes print `error: ...` and return 2."""
+    args = build_parser().parse_args(argv)
+    problem = _argument_problem(args)
+    if problem is not None:
+        return _fail(problem)
     try:
-        if args.write_space:
-            write_space(args.model, args.write_space)
-            print(
-                f"Wrote a Space to {args.write_space}: upload it with `huggingface-cli upload --repo-type space "
-                f"REPO_ID {args.write_space}` or use --push_space."
-            )
-            return 0
-        if args.push_space:
-            print(f"Space: {push_space(args.model, args.push_space, private=args.private)}")
+        if args.write_space or args.push_space:
+            _publish_space(args)
             return 0
         demo = build_app(args.model)
     except ImportError as err:
-        return fail(str(err))
+        return _fail(str(err))
     except (OSError, ValueError) as err:
-        return fail(_friendly(err))
+        return _fail(_friendly(err))
     try:
         launch_app(demo, server_name=args.host, server_port=args.port, inbrowser=False)
     except OSError as err:
-        return fail(f"could not start the server on {args.host}:{args.port}: {err}")
+        return _fail(f"could not start the server on {args.host}:{args.port}: {err}")
     return 0
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,9 +17,12 @@ import torch
 from tiny_inference_model import build_tiny_model, save_tiny_model
 
 from hf_seq2seq_attn import explorer
+from hf_seq2seq_attn.configuration_seq2seq_attn import DECODER_STYLES
 from hf_seq2seq_attn.explorer import (
     Exploration,
+    ModelCache,
     alignment_html,
+    change_model,
     encode_source,
     explore,
     formula_markdown,
@@ -27,10 +31,14 @@ from hf_seq2seq_attn.explorer import (
     heatmap_html,
     hypothesis_alignment,
     nbest_choices,
+    rerender,
+    score_formula,
     step_attention,
+    translate,
     write_space,
 )
 from hf_seq2seq_attn.inference import check_model_type
+from hf_seq2seq_attn.modeling_seq2seq_attn import ATTENTION_SCORES
 
 SOURCE = "el gato negro come hola"
 # Float32 attention recomputed by a teacher-forced forward instead of cached decoding steps: the same
@@ -298,6 +306,21 @@ def test_formula_names_the_config_and_links_the_formula_table_in_the_page():
     assert "2 heads" in multi and "num_attention_heads=2" in multi and "v^T tanh(W_q s + W_k h)" in multi
 
 
+def test_formulas_come_from_the_score_classes():
+    """The page states each score as its class in the modeling file does: one place for each formula."""
+    table = explorer.formula_table_html()
+    for name, score_class in ATTENTION_SCORES.items():
+        equation, citation = score_formula(name)
+        assert equation == score_class.equation and citation in score_class.__doc__
+        assert explorer.CITATION_PATTERN.fullmatch(citation), (name, citation)
+        assert f"<code>{equation}</code>" in table and f"attention_type=&#x27;{name}&#x27;" in table
+        markdown = formula_markdown(SimpleNamespace(attention_type=name))
+        assert f"`score(s, h) = {equation}`" in markdown and citation in markdown
+    assert score_formula("additive") == ("v^T tanh(W_q s + W_k h)", "Bahdanau et al. 2015, eq. 6")
+    assert score_formula("no_such_score") == ("?", "?")
+    assert set(explorer.DECODER_STYLE_NOTES) == set(DECODER_STYLES)
+
+
 def test_check_model_type(tmp_path):
     good = save_tiny_model(tmp_path / "good")
     check_model_type(good)
@@ -314,6 +337,61 @@ def test_check_model_type(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# The page's event handlers, without a browser
+# --------------------------------------------------------------------------------------------
+def _is_keep(update) -> bool:
+    """A gradio update that changes nothing (`gr.update()`)."""
+    return update == {"__type__": "update"}
+
+
+def test_translate_and_rerender_handlers(tmp_path):
+    pytest.importorskip("gradio")
+    folder = save_tiny_model(tmp_path / "two_heads", num_attention_heads=2, attention_size=16)
+    cache = ModelCache()
+    model, tokenizer = cache.get(folder)
+    status, nbest, head, heatmap, alignment, exploration = translate(cache, folder, SOURCE, "beam search", 3)
+    expected = explore(model, tokenizer, SOURCE, num_beams=3)
+    assert status == "" and [h.token_ids for h in exploration.hypotheses] == [
+        h.token_ids for h in expected.hypotheses
+    ]
+    assert nbest["choices"] == nbest_choices(expected) and nbest["value"] == 0 and head["value"] == -1
+    first = expected.hypotheses[0]
+    caption = "Hypothesis 1 (average of heads): rows = output tokens, columns = source tokens. Hover a cell."
+    assert heatmap == heatmap_html(
+        head_matrix(first.attention), expected.source_tokens, first.tokens, caption
+    )
+    assert "Word alignment" in alignment
+    assert len(translate(cache, folder, SOURCE, "greedy", 3)[-1].hypotheses) == 1
+    picked, _ = rerender(cache, folder, exploration, 2, 1)
+    assert "Hypothesis 3 (head 2)" in picked
+    assert rerender(cache, folder, None, 0, -1) == ("", "")
+    for text in ("", "   ", None):
+        status, nbest, head, heatmap, alignment, state = translate(cache, folder, text, "greedy", 2)
+        assert "Type a sentence" in status and (heatmap, alignment, state) == ("", "", None)
+        assert nbest["choices"] == [] and nbest["value"] is None and head["value"] == -1
+    assert (
+        "Could not load the model: No model folder"
+        in translate(cache, str(tmp_path / "no"), "hola", "greedy", 2)[0]
+    )
+
+
+def test_change_model_handler(tmp_path):
+    pytest.importorskip("gradio")
+    folder = save_tiny_model(tmp_path / "model")
+    cache = ModelCache()
+    for path, message in (("  ", "Type a model folder"), (str(tmp_path / "missing"), "No model folder")):
+        outputs = change_model(cache, path)
+        assert len(outputs) == 9 and message in outputs[3]
+        assert all(_is_keep(update) for position, update in enumerate(outputs) if position != 3)
+    name, title, formula, status, head, nbest, heatmap, alignment, state = change_model(cache, f" {folder} ")
+    assert (name, title, status) == (folder, f"### {folder}", f"Loaded {folder}.")
+    assert formula == formula_markdown(cache.get(folder)[0].config)
+    assert (
+        head["visible"] is False and nbest["choices"] == [] and (heatmap, alignment, state) == ("", "", None)
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
 def test_cli_rejects_bad_models_with_exit_2(tmp_path, capsys):
@@ -325,6 +403,8 @@ def test_cli_rejects_bad_models_with_exit_2(tmp_path, capsys):
     good = save_tiny_model(tmp_path / "good")
     assert explorer.main(["--model", good, "--model", good, "--model", good]) == 2
     assert "at most 2" in capsys.readouterr().err
+    assert explorer.main(["--model", good, "--port", "70000"]) == 2
+    assert "--port must be between 1 and 65535" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         explorer.main(["--help"])
     assert exit_info.value.code == 0

@@ -179,11 +179,87 @@ def two_models(tmp_path):
     return paths, [load_model(path) for path in paths]
 
 
-def test_explorer_in_a_real_browser(two_models, tmp_path):
-    pytest.importorskip("gradio")
+def check_greedy_translation(driver, loaded) -> None:
+    """Greedy translation of a Spanish sentence, in both columns: one heat-map row per output token."""
+    from hf_seq2seq_attn.explorer import explore
+
+    set_source(driver, SPANISH)
+    translate(driver)
+    for column, (model, tokenizer) in enumerate(loaded):
+        expected = explore(model, tokenizer, SPANISH).hypotheses[0]
+        shown = heatmap(driver, column)
+        assert shown["rows"] == expected.tokens  # one row per output token
+        assert shown["cols"] == tokenizer.convert_ids_to_tokens(tokenizer(SPANISH)["input_ids"])
+        assert shown["cells"] == len(expected.tokens) * len(shown["cols"])
+        assert expected.text in text_of(driver, f"#s2sa-nbest-{column}")
+
+
+def check_hover_tip(driver) -> None:
+    """Hovering a cell shows its source token, output token and weight; nothing shows before."""
     from selenium.webdriver.common.action_chains import ActionChains
+
+    cell = css(driver, "#s2sa-heatmap-0 tbody tr:nth-child(2) td:nth-of-type(3)")[0]  # row 1, column 2
+    tip = "return getComputedStyle(arguments[0], '::after').getPropertyValue('content')"
+    ActionChains(driver).move_to_element(css(driver, "#s2sa-source textarea")[0]).perform()
+    assert driver.execute_script(tip, cell) in ("none", "normal", "")  # hidden until hovered
+    ActionChains(driver).move_to_element(cell).perform()
+    wait_for(driver, lambda d: d.execute_script(tip, cell) not in ("none", "normal", ""), "no tip")
+    shown_tip = driver.execute_script(tip, cell)
+    rows, cols = heatmap(driver, 0)["rows"], heatmap(driver, 0)["cols"]
+    weight = float(cell.get_attribute("style").split("--w:")[1].rstrip(";"))
+    assert shown_tip.strip('"') == f"{rows[1]} ← {cols[2]}: {weight:.3f}"
+
+
+def check_beam_search(driver, loaded) -> None:
+    """Beam search: the n-best list, and a lower hypothesis' own attention."""
+    from hf_seq2seq_attn.explorer import explore
+
+    click_label(driver, "#s2sa-mode", "beam search")
+    translate(driver)
+    model, tokenizer = loaded[0]
+    beams = explore(model, tokenizer, SPANISH, num_beams=5).hypotheses
+    wait_for(driver, lambda d: len(css(d, "#s2sa-nbest-0 input[type=radio]")) == 5, "no 5-best list")
+    css(driver, "#s2sa-nbest-0 input[type=radio]")[2].click()
+    wait_for(
+        driver, lambda d: (heatmap(d, 0) or {}).get("caption", "").startswith("Hypothesis 3"), "no hyp 3"
+    )
+    assert heatmap(driver, 0)["rows"] == beams[2].tokens
+
+
+def check_bad_input(driver) -> None:
+    """Empty text gets a message; a 10,000-character paste is clipped to the model's 24 tokens."""
+    set_source(driver, "")
+    css(driver, "#s2sa-translate")[0].click()
+    wait_for(driver, lambda d: "Type a sentence" in text_of(d, "#s2sa-status-0"), "no message for empty text")
+    click_label(driver, "#s2sa-mode", "greedy")
+    set_source(driver, ("hola mundo " * 1000)[:10_000])
+    translate(driver)
+    wait_for(driver, lambda d: "at most 24" in text_of(d, "#s2sa-status-0"), "no truncation notice")
+    assert len(heatmap(driver, 0)["cols"]) == 24
+
+
+def check_bad_models(driver, tmp_path) -> None:
+    """Bad models loaded from the page (a missing folder, another architecture) say why in the column."""
     from selenium.webdriver.common.keys import Keys
 
+    other = tmp_path / "bert"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    click_label(driver, "#s2sa-model-0", "Load another model")
+    for path, message in (
+        (str(tmp_path / "missing"), "No model folder"),
+        (str(other), "not a 'seq2seq_attn'"),
+    ):
+        box = css(driver, "#s2sa-path-0 textarea, #s2sa-path-0 input")[0]
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(Keys.BACKSPACE)
+        box.send_keys(path)
+        css(driver, "#s2sa-load-0")[0].click()
+        wait_for(driver, lambda d, m=message: m in text_of(d, "#s2sa-status-0"), f"no message: {message}")
+
+
+def test_explorer_in_a_real_browser(two_models, tmp_path):
+    pytest.importorskip("gradio")
     from hf_seq2seq_attn.explorer import explore
 
     paths, loaded = two_models
@@ -195,79 +271,17 @@ def test_explorer_in_a_real_browser(two_models, tmp_path):
         wait_for(driver, lambda d: css(d, "#s2sa-source textarea"), "the page did not render")
         assert "Attention explorer" in driver.title or "explorer" in driver.page_source
         assert "formula table" in text_of(driver, "#s2sa-formula-1")
-
-        # 1. Greedy translation of a Spanish sentence, in both columns.
-        set_source(driver, SPANISH)
-        translate(driver)
-        for column, (model, tokenizer) in enumerate(loaded):
-            expected = explore(model, tokenizer, SPANISH).hypotheses[0]
-            shown = heatmap(driver, column)
-            assert shown["rows"] == expected.tokens  # one row per output token
-            assert shown["cols"] == tokenizer.convert_ids_to_tokens(tokenizer(SPANISH)["input_ids"])
-            assert shown["cells"] == len(expected.tokens) * len(shown["cols"])
-            assert expected.text in text_of(driver, f"#s2sa-nbest-{column}")
+        check_greedy_translation(driver, loaded)
         driver.save_screenshot(str(tmp_path / "greedy.png"))
-
-        # 2. Hovering a cell shows its source token, output token and weight.
-        cell = css(driver, "#s2sa-heatmap-0 tbody tr:nth-child(2) td:nth-of-type(3)")[0]  # row 1, column 2
-        tip = "return getComputedStyle(arguments[0], '::after').getPropertyValue('content')"
-        ActionChains(driver).move_to_element(css(driver, "#s2sa-source textarea")[0]).perform()
-        assert driver.execute_script(tip, cell) in ("none", "normal", "")  # hidden until hovered
-        ActionChains(driver).move_to_element(cell).perform()
-        shown_tip = wait_for(
-            driver, lambda d: d.execute_script(tip, cell) not in ("none", "normal", ""), "no tip"
-        )
-        shown_tip = driver.execute_script(tip, cell)
-        rows, cols = heatmap(driver, 0)["rows"], heatmap(driver, 0)["cols"]
-        weight = float(cell.get_attribute("style").split("--w:")[1].rstrip(";"))
-        assert shown_tip.strip('"') == f"{rows[1]} ← {cols[2]}: {weight:.3f}"
+        check_hover_tip(driver)
         driver.save_screenshot(str(tmp_path / "hover.png"))
-
-        # 3. Beam search: the n-best list, and a lower hypothesis' own attention.
-        click_label(driver, "#s2sa-mode", "beam search")
-        translate(driver)
-        model, tokenizer = loaded[0]
-        beams = explore(model, tokenizer, SPANISH, num_beams=5).hypotheses
-        wait_for(driver, lambda d: len(css(d, "#s2sa-nbest-0 input[type=radio]")) == 5, "no 5-best list")
-        css(driver, "#s2sa-nbest-0 input[type=radio]")[2].click()
-        wait_for(
-            driver, lambda d: (heatmap(d, 0) or {}).get("caption", "").startswith("Hypothesis 3"), "no hyp 3"
-        )
-        assert heatmap(driver, 0)["rows"] == beams[2].tokens
-
-        # 4. The head selector of the two-head model.
-        click_label(driver, "#s2sa-head-1", "head 2")
+        check_beam_search(driver, loaded)
+        click_label(driver, "#s2sa-head-1", "head 2")  # the head selector of the two-head model
         wait_for(driver, lambda d: "head 2" in (heatmap(d, 1) or {}).get("caption", ""), "head 2 not shown")
+        check_bad_input(driver)
+        check_bad_models(driver, tmp_path)
 
-        # 5. Bad input: empty text, a 10,000-character paste.
-        set_source(driver, "")
-        css(driver, "#s2sa-translate")[0].click()
-        wait_for(
-            driver, lambda d: "Type a sentence" in text_of(d, "#s2sa-status-0"), "no message for empty text"
-        )
-        click_label(driver, "#s2sa-mode", "greedy")
-        set_source(driver, ("hola mundo " * 1000)[:10_000])
-        translate(driver)
-        wait_for(driver, lambda d: "at most 24" in text_of(d, "#s2sa-status-0"), "no truncation notice")
-        assert len(heatmap(driver, 0)["cols"]) == 24
-
-        # 6. Bad models loaded from the page: a missing folder, another architecture.
-        other = tmp_path / "bert"
-        other.mkdir()
-        (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
-        click_label(driver, "#s2sa-model-0", "Load another model")
-        for path, message in (
-            (str(tmp_path / "missing"), "No model folder"),
-            (str(other), "not a 'seq2seq_attn'"),
-        ):
-            box = css(driver, "#s2sa-path-0 textarea, #s2sa-path-0 input")[0]
-            box.send_keys(Keys.CONTROL, "a")
-            box.send_keys(Keys.BACKSPACE)
-            box.send_keys(path)
-            css(driver, "#s2sa-load-0")[0].click()
-            wait_for(driver, lambda d, m=message: m in text_of(d, "#s2sa-status-0"), f"no message: {message}")
-
-        # 7. The page is still alive: the first model still translates.
+        # The page is still alive: the first model still translates.
         set_source(driver, SPANISH)
         translate(driver)
         assert heatmap(driver, 0)["rows"] == explore(*loaded[0], SPANISH).hypotheses[0].tokens
