@@ -17,14 +17,11 @@ from helpers import make_config, padded_batch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.benchmark import (
-    BACKENDS,
-    FIGURES,
-    forward_flops,
-    main,
-    time_interleaved,
-    train_flops_per_step,
-)
+from hf_seq2seq_attn.benchmark import main
+from hf_seq2seq_attn.benchmark.backends import BACKENDS
+from hf_seq2seq_attn.benchmark.figures import FIGURES
+from hf_seq2seq_attn.benchmark.flops import forward_flops, train_flops_per_step
+from hf_seq2seq_attn.benchmark.timing import time_interleaved
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--quick", "--threads", "1", "--warmup", "0"]
@@ -103,11 +100,21 @@ def test_time_interleaved_alternates_and_reverses_the_order():
     assert set(medians) == {"a", "b", "c"} and all(seconds >= 0 for seconds in medians.values())
 
 
-def test_compare_with_another_checkout(capsys, tmp_path):
-    """Both sides run, each importing its own package (the other one from a copy of this checkout)."""
+@pytest.mark.parametrize("their_benchmark", ["package", "flat module"])
+def test_compare_with_another_checkout(capsys, tmp_path, their_benchmark):
+    """Both sides run, each importing its own package (the other one from a copy of this checkout).
+
+    Both workers run our benchmark modules, never the other checkout's benchmark: a package like ours, or
+    the flat `hf_seq2seq_attn/benchmark.py` of older checkouts (here one that fails if imported).
+    """
     shutil.copytree(
         REPO / "hf_seq2seq_attn", tmp_path / "hf_seq2seq_attn", ignore=shutil.ignore_patterns("__pycache__")
     )
+    if their_benchmark == "flat module":
+        shutil.rmtree(tmp_path / "hf_seq2seq_attn" / "benchmark")
+        (tmp_path / "hf_seq2seq_attn" / "benchmark.py").write_text(
+            "raise ImportError('their benchmark ran')\n"
+        )
     argv = [*QUICK, "--repeats", "2", "--only", "train,latency", "--compare_with", str(tmp_path)]
     assert main([*argv, "--compare_python", sys.executable]) == 0  # another venv's python would do
     lines = capsys.readouterr().out.splitlines()
@@ -301,7 +308,7 @@ DATA_FIGURES = {"peak_rss_mib", "first_step_s", "total_s"}
 
 
 def test_data_section_prints_cold_and_warm_runs_and_their_ratios(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr("hf_seq2seq_attn.benchmark_data.TOKENIZE_ROUNDS", 1)
+    monkeypatch.setattr("hf_seq2seq_attn.benchmark.data.TOKENIZE_ROUNDS", 1)
     argv = ["--data", "--data_pairs", "200", "--data_tokenize_pairs", "50", "--data_dir", str(tmp_path)]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()

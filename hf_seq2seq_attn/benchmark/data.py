@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .compare import package_root
+
 DEFAULT_PAIRS = (1_000_000, 4_000_000)
 DEFAULT_BASELINE_PAIRS = (250_000, 500_000)
 DEFAULT_TOKENIZE_PAIRS = 100_000
@@ -239,7 +241,7 @@ def run_data_section(
         data_dir: keep the corpora there (and reuse them next time) instead of a temporary folder.
     """
     runs: dict[tuple[str, int], TrainRun] = {}
-    ours_root = Path(__file__).resolve().parents[1]
+    ours_root = package_root()
     ours_sizes = sorted({*sizes, *(baseline_sizes if baseline is not None else ())})
     with _work_folder(data_dir) as (work, corpora):
         print(f"data: `train {' '.join(TRAIN_FLAGS)}` on synthetic corpora of ~20 words a side in {corpora}")
