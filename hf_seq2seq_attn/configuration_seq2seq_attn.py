@@ -21,6 +21,7 @@ STYLE_NAMES_AS_SCORES = {
     "(or 'dot' / 'scaled_dot'), his 'concat' score is attention_type='additive'",
     "bahdanau": "'bahdanau' names a decoder_style; Bahdanau's score is attention_type='additive'",
 }
+PAD_REQUIRED = "`pad_token_id` is required: it marks source padding and masks it from attention."
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...], aliases: dict[str, str] | None = None) -> str:
@@ -84,8 +85,8 @@ class Seq2SeqAttnConfig(PretrainedConfig):
               the softmax cancels, so the weights would ignore the query entirely.
             - `"dot"`: `s^T h` (Luong eq. 8); needs query and key of equal width.
             - `"general"` (alias `"bilinear"`): `s^T W h` (Luong eq. 8).
-            `"bahdanau"` and `"luong"` are refused here: they name a `decoder_style`, not a score.
             - `"scaled_dot"`: `s^T h / sqrt(d)` (Vaswani et al. 2017, eq. 1).
+            `"bahdanau"` and `"luong"` are refused here: they name a `decoder_style`, not a score.
         attention_size (`int`, *optional*):
             Width A of the attention's hidden projections (the additive score's `tanh` layer and,
             with several heads, the concatenated head width). Left unset (`None`), it is set to
@@ -96,8 +97,8 @@ class Seq2SeqAttnConfig(PretrainedConfig):
             `attention_type`, and the heads are concatenated and projected by `W_O` back to K.
         decoder_style (`str`, defaults to `"bahdanau"`):
             - `"bahdanau"`: the query is the previous state `s_{t-1}`; the context `c_t` is
-              concatenated with the previous target embedding as RNN input; the read-out sees
-              `[s_t; c_t; e_{t-1}]`.
+              concatenated with the previous target embedding as RNN input; the read-out is
+              `tanh(W_o [s_t; c_t; e_{t-1}])` (a tanh layer where the paper's appendix has a maxout).
             - `"luong"`: the RNN steps first; the query is the new state `s_t`; the attentional
               state is `tanh(W_c [c_t; s_t])`.
         input_feeding (`bool`, defaults to `False`):
@@ -108,8 +109,9 @@ class Seq2SeqAttnConfig(PretrainedConfig):
         attention_dropout (`float`, defaults to 0.0): Dropout on the attention weights.
         readout_dropout (`float`, defaults to 0.2): Dropout before the vocabulary projection.
         init_std (`float`, defaults to 0.1):
-            Half-width of the uniform init of embeddings and projections (RNN weights get
-            orthogonal recurrent and Xavier input matrices; see `_init_weights`).
+            Half-width of the uniform init of the embeddings and of the additive score's `v` (linear
+            projections get Xavier-uniform weights and zero biases; RNN weights get orthogonal recurrent
+            and Xavier input matrices; see `_init_weights`).
         tie_word_embeddings (`bool`, defaults to `True`):
             Share the vocabulary projection with the target embedding matrix.
         share_encoder_decoder_embeddings (`bool`, defaults to `False`):
@@ -186,10 +188,8 @@ class Seq2SeqAttnConfig(PretrainedConfig):
         ):
             _positive_int(name, getattr(self, name))
         # One name per quantity: unset sizes are resolved here (old config.json files store `null`).
-        if self.decoder_vocab_size is None:
-            self.decoder_vocab_size = self.vocab_size
-        if self.attention_size is None:
-            self.attention_size = self.decoder_hidden_size
+        self.decoder_vocab_size = self.resolved_decoder_vocab_size
+        self.attention_size = self.resolved_attention_size
         for name in ("decoder_vocab_size", "attention_size"):
             _positive_int(name, getattr(self, name))
         for name in ("embedding_dropout", "rnn_dropout", "attention_dropout", "readout_dropout"):
@@ -204,15 +204,44 @@ class Seq2SeqAttnConfig(PretrainedConfig):
                 f"{self.decoder_vocab_size} differs from vocab_size={self.vocab_size}. Unset one of them."
             )
 
-    # ----- derived sizes (read by the model; not stored) -----
+    # ----- typed reads for the model (properties: not stored in config.json) -----
+    # These fields are `int | None`, but `__post_init__` resolves the sizes and requires `pad_token_id`,
+    # so the model reads them here as plain `int`s instead of asserting at every use. Only
+    # `decoder_start_token_id` may really be None; its property raises where the model needs it.
+    @property
+    def resolved_decoder_vocab_size(self) -> int:
+        """V: `decoder_vocab_size`, or `vocab_size` when unset (the rule `__post_init__` applies)."""
+        return self.vocab_size if self.decoder_vocab_size is None else self.decoder_vocab_size
+
+    @property
+    def resolved_attention_size(self) -> int:
+        """A: `attention_size`, or `decoder_hidden_size` when unset (the rule `__post_init__` applies)."""
+        return self.decoder_hidden_size if self.attention_size is None else self.attention_size
+
+    @property
+    def resolved_pad_token_id(self) -> int:
+        """`pad_token_id`, which the model needs (it masks source padding); `ValueError` when unset."""
+        if self.pad_token_id is None:
+            raise ValueError(PAD_REQUIRED)
+        return self.pad_token_id
+
+    @property
+    def resolved_decoder_start_token_id(self) -> int:
+        """`decoder_start_token_id`, which the model needs to make `decoder_input_ids` from `labels`."""
+        if self.decoder_start_token_id is None:
+            raise ValueError(
+                "`decoder_start_token_id` is unset, so `decoder_input_ids` cannot be made from `labels`: "
+                "set it in the config (the tokenizer's <s> id) or pass `decoder_input_ids`."
+            )
+        return self.decoder_start_token_id
+
     @property
     def encoder_output_size(self) -> int:
         """K: width of one encoder state (both directions concatenated)."""
         return self.encoder_hidden_size * (2 if self.bidirectional else 1)
 
     def _validate_attention_shapes(self) -> None:
-        heads, width = self.num_attention_heads, self.attention_size
-        assert width is not None, "attention_size is resolved in __post_init__ before validation"
+        heads, width = self.num_attention_heads, self.resolved_attention_size
         if heads > 1 and width % heads:
             raise ValueError(
                 f"attention_size ({width}) must be divisible by num_attention_heads ({heads}); "
@@ -228,14 +257,11 @@ class Seq2SeqAttnConfig(PretrainedConfig):
             )
 
     def _validate_special_tokens(self) -> None:
-        assert self.decoder_vocab_size is not None, "decoder_vocab_size is resolved in __post_init__"
-        vocab = min(self.vocab_size, self.decoder_vocab_size)
+        vocab = min(self.vocab_size, self.resolved_decoder_vocab_size)
         for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
             if value is None and name == "pad_token_id":
-                raise ValueError(
-                    "`pad_token_id` is required: it marks source padding and masks it from attention."
-                )
+                raise ValueError(PAD_REQUIRED)
             if value is not None and (not isinstance(value, int) or not 0 <= value < vocab):
                 raise ValueError(f"`{name}`={value!r} is not a token id in a vocabulary of size {vocab}.")
 

@@ -6,7 +6,8 @@ Like optimum's `ORTModelForSeq2SeqLM` it is a `GenerationMixin` whose `forward` 
 logits, so greedy search, beam search, sampling, `no_repeat_ngram_size`, `num_return_sequences`,
 `output_scores` / `output_logits`, `output_attentions` and the package's translation pipeline all work
 unchanged. The recurrent state between steps is a [`Seq2SeqAttnOnnxCache`] of NumPy arrays that
-ONNX Runtime reads and writes directly; only the logits (and attention weights) become torch tensors.
+ONNX Runtime reads and writes directly; of each step's outputs, only the logits (and attention weights)
+become torch tensors.
 
 Shapes as in `modeling_seq2seq_attn.py`: B batch, S source length, T target length, L decoder
 layers, H decoder hidden, E embedding, K encoder output, N heads, D per-head width, V target vocabulary.
@@ -39,6 +40,8 @@ from .modeling_seq2seq_attn import (
     CACHE_NAME,
     Seq2SeqAttnEncoderOutput,
     Seq2SeqAttnGenerationMixin,
+    check_token_ids,
+    source_mask,
     take_cache,
 )
 from .onnx_export import (
@@ -57,49 +60,10 @@ logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
-# Input checks (the traced graphs hold none: the model's own checks became constants)
+# Inputs: NumPy arrays for ONNX Runtime. They are checked by the PyTorch model's own functions
+# (`source_mask`, `check_token_ids`) on zero-copy torch views (`torch.from_numpy`): the traced graphs
+# hold no checks (the model's became constants when it was exported).
 # --------------------------------------------------------------------------------------------
-def _check_ids(ids: np.ndarray, vocab_size: int, name: str) -> None:
-    """Raise `ValueError` for ids outside `[0, vocab_size)` (ONNX Runtime's Gather would fail obscurely)."""
-    if ids.ndim != 2 or ids.size == 0:
-        raise ValueError(
-            f"`{name}` must be a non-empty (batch, length) tensor; got shape {tuple(ids.shape)}."
-        )
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= vocab_size:
-        bad = low if low < 0 else high
-        raise ValueError(
-            f"`{name}` contains token id {bad}, outside the model's vocabulary [0, {vocab_size}). "
-            "Was the data tokenized with a different tokenizer than the one the model was built for?"
-        )
-
-
-def _source_mask(input_ids: np.ndarray, attention_mask: np.ndarray | None, pad_token_id: int) -> np.ndarray:
-    """The bool mask `(B, S)` of a right-padded batch, checked as the PyTorch encoder checks it."""
-    if attention_mask is None:
-        mask = input_ids != pad_token_id
-    else:
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"`attention_mask` has shape {tuple(attention_mask.shape)} but `input_ids` has "
-                f"{tuple(input_ids.shape)}; pass the mask returned by the tokenizer with the same ids."
-            )
-        mask = attention_mask.astype(bool)
-    lengths = mask.sum(axis=1)
-    if (lengths == 0).any():
-        rows = np.flatnonzero(lengths == 0).tolist()
-        raise ValueError(
-            f"Source sequence(s) {rows[:10]} are all padding. Every source needs at least one token "
-            "(the tokenizer appends </s>, so encode even empty strings with it)."
-        )
-    if not np.array_equal(mask, np.arange(mask.shape[1])[None, :] < lengths[:, None]):
-        raise ValueError(
-            "The source mask must be right-padded (ones then zeros in every row). Tokenize with "
-            "`padding_side='right'`."
-        )
-    return mask
-
-
 def _numpy(tensor: Any, dtype: type) -> np.ndarray:
     array = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
     return np.ascontiguousarray(array, dtype=dtype)
@@ -390,17 +354,20 @@ class Seq2SeqAttnOnnxEncoder:
         `final_hidden_state (B, K)` and the bool `attention_mask (B, S)` (all batch-first, so `generate()`
         can expand them for beams). `output_hidden_states` is not supported by the graph and ignored."""
         ids = _numpy(input_ids, np.int64)
-        _check_ids(ids, self.config.vocab_size, "input_ids")
-        mask = _source_mask(
-            ids,
-            None if attention_mask is None else _numpy(attention_mask, np.int64),
-            int(self.config.pad_token_id or 0),
+        # The PyTorch encoder's checks, in its order: the batch and its mask, then the ids.
+        mask = source_mask(
+            torch.from_numpy(ids),
+            None if attention_mask is None else torch.from_numpy(_numpy(attention_mask, np.int64)),
+            self.config.resolved_pad_token_id,
+        )  # (B, S) bool
+        check_token_ids(torch.from_numpy(ids), self.config.vocab_size, "input_ids")
+        states, final = self.session.run(
+            None, {"input_ids": ids, "attention_mask": mask.numpy().astype(np.int64)}
         )
-        states, final = self.session.run(None, {"input_ids": ids, "attention_mask": mask.astype(np.int64)})
         return Seq2SeqAttnEncoderOutput(
             last_hidden_state=torch.from_numpy(states),  # type: ignore[arg-type]  # (B, S, K)
             final_hidden_state=torch.from_numpy(final),  # type: ignore[arg-type]  # (B, K)
-            attention_mask=torch.from_numpy(mask),  # type: ignore[arg-type]  # (B, S)
+            attention_mask=mask,  # (B, S)
         )
 
     __call__ = forward
@@ -591,7 +558,8 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
         if decoder_input_ids is None:
             raise ValueError("`decoder_input_ids` are required (the start token first).")
         ids = _numpy(decoder_input_ids, np.int64)
-        _check_ids(ids, self.config.decoder_vocab_size or self.config.vocab_size, "decoder_input_ids")
+        # Every call, generated tokens included: ONNX Runtime's Gather fails obscurely on an id out of range.
+        check_token_ids(torch.from_numpy(ids), self.config.resolved_decoder_vocab_size, "decoder_input_ids")
         cache = take_cache(cache, kwargs)  # type: ignore[assignment]
         if cache is None:
             if encoder_outputs is None:

@@ -9,16 +9,20 @@ Shape legend used in comments and docstrings:
 
 Reading order (as in transformers' Marian): small helpers -> the attention wrapper (heads, mask,
 softmax, context) and one small class per score function (`ATTENTION_SCORES`) -> encoder -> decoder
-state (`Seq2SeqAttnCache`) -> decoder -> pretrained plumbing -> heads.
+state (`Seq2SeqAttnCache`) -> decoder -> pretrained plumbing -> heads. Bottom-up throughout: every
+function and class is defined before the code that uses it, and inside a class (after `__init__`)
+each method comes before the methods that call it, so `forward` comes last.
 
 The decoder has one *textbook step* per style, [`Seq2SeqAttnDecoder.bahdanau_step`] and
 [`Seq2SeqAttnDecoder.luong_step`], written as the papers' equations; generation (one token per call)
-runs them. Teacher-forced training (T > 1 tokens per call) runs optimisations of the same steps,
-proved equal to them by `tests/test_fast_paths.py`:
+runs them. Teacher-forced training (T > 1 tokens per call) runs one fast path per style, each
+written line for line beside its step (`_fast_bahdanau`, `_fast_luong_input_feeding`,
+`_fast_luong_parallel`), and proved equal to it by `tests/test_fast_paths.py`:
     * keys (and values) are projected once per source sequence and kept in the decoder state;
     * the target-embedding part of the RNN input is projected for all steps in one matmul;
-    * Bahdanau: the query projection `W_q s_{t-1}` and the RNN's `W_hh s_{t-1}` share one matmul;
-    * the read-out and vocabulary projection (and the loss) run once over all steps;
+    * Bahdanau, when the score projects its query (additive, or several heads): the query projection
+      `W_q s_{t-1}` and the top RNN layer's `W_hh s_{t-1}` share one matmul;
+    * the Bahdanau read-out and the vocabulary projection (and the loss) run once over all steps;
     * the Luong decoder without input feeding runs its RNN over the whole target in one call.
 """
 
@@ -69,7 +73,7 @@ AUTO_MAP = {
 
 
 # --------------------------------------------------------------------------------------------
-# Small helpers: input checks and one RNN cell
+# Small helpers: input checks, the RNN cell arithmetic, readable views of RNN weights
 # --------------------------------------------------------------------------------------------
 def check_integer_ids(ids: torch.Tensor, name: str) -> None:
     """Token ids must be an integer tensor (float ids would fail deep inside `torch.embedding`)."""
@@ -86,13 +90,22 @@ def check_integer_ids(ids: torch.Tensor, name: str) -> None:
         )
 
 
-def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
-    """Raise a clear error for ids outside `[0, vocab_size)` (torch would fail deep inside `embedding`).
-
-    Reads the ids' range on the host, so it is called once per source and once per teacher-forced
-    target, never per generated token.
-    """
+def check_id_batch(ids: torch.Tensor, name: str) -> None:
+    """Token ids must be a non-empty `(B, L)` integer tensor."""
     check_integer_ids(ids, name)
+    if ids.dim() != 2 or ids.numel() == 0:
+        shape = tuple(ids.shape)
+        raise ValueError(f"`{name}` must be a non-empty (batch, length) tensor; got shape {shape}.")
+
+
+def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
+    """[`check_id_batch`], then a clear error for ids outside `[0, vocab_size)` (torch would fail deep inside
+    `embedding`, ONNX Runtime inside `Gather`).
+
+    Reads the ids' range on the host, so the PyTorch model calls it once per source and once per
+    teacher-forced target, never per generated token. The ONNX Runtime model checks its inputs here too.
+    """
+    check_id_batch(ids, name)
     low, high = (int(value) for value in torch.aminmax(ids))
     if low < 0 or high >= vocab_size:
         bad = low if low < 0 else high
@@ -110,6 +123,9 @@ def cell_update(
     cell: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The gate arithmetic of PyTorch's GRU / LSTM / tanh-RNN cells, given both projections.
+
+    The caller makes the projections, so it can compute them where they are cheapest (the input part
+    of all steps at once, the recurrent part fused with another matmul of the same vector).
 
     Args:
         gates_x: `(B, G)` = `W_ih x_t + b_ih`.
@@ -131,25 +147,6 @@ def cell_update(
         cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(cell), cell
     return torch.tanh(gates_x + gates_h), None
-
-
-def rnn_cell(
-    rnn_type: str,
-    gates_x: torch.Tensor,
-    hidden: torch.Tensor,
-    cell: torch.Tensor | None,
-    weight_hh: torch.Tensor,
-    bias_hh: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One step of a PyTorch-compatible GRU / LSTM / tanh-RNN cell with the input part precomputed.
-
-    Args:
-        gates_x: `(B, G)` = `W_ih x + b_ih`, computed by the caller (for all steps at once where possible).
-        hidden, cell: `(B, H)` previous states (`cell` only for LSTM).
-    Returns:
-        the new `(hidden, cell)`, each `(B, H)`.
-    """
-    return cell_update(rnn_type, gates_x, F.linear(hidden, weight_hh, bias_hh), hidden, cell)
 
 
 class RNNLayer:
@@ -181,6 +178,14 @@ class RNNLayer:
         return getattr(self.rnn, f"bias_hh_l{self.index}")
 
 
+class FusedProjection(NamedTuple):
+    """Two linear maps of the same vector stacked, so one matmul makes both: `[W_1; W_2] x + [b_1; b_2]`."""
+
+    weight: torch.Tensor  # (G + A, H)
+    bias: torch.Tensor  # (G + A,)
+    sizes: list[int]  # [G, A]: where to split the product back into the two results
+
+
 # --------------------------------------------------------------------------------------------
 # Attention: the wrapper (heads, mask, softmax, context), then one class per score function
 # --------------------------------------------------------------------------------------------
@@ -209,9 +214,8 @@ class Seq2SeqAttnAttention(nn.Module):
         query_size, key_size, width = (
             config.decoder_hidden_size,
             config.encoder_output_size,
-            config.attention_size,
+            config.resolved_attention_size,
         )
-        assert width is not None, "attention_size is resolved by Seq2SeqAttnConfig.__post_init__"
         self.query_proj: nn.Linear | None = None
         self.key_proj: nn.Linear | None = None
         self.value_proj: nn.Linear | None = None
@@ -390,7 +394,8 @@ class Seq2SeqAttnEncoderOutput(ModelOutput):
 
     Args:
         last_hidden_state: `(B, S, K)` encoder states (both directions concatenated).
-        final_hidden_state: `(B, K)` last forward state and first backward state of the top layer.
+        final_hidden_state: `(B, K)` top layer's last forward state and first backward state (bidirectional),
+            or its last state.
         attention_mask: `(B, S)` bool source mask (True = real token) the decoder attends with.
         hidden_states: with `output_hidden_states`, `(embeddings (B, S, E), last_hidden_state)`.
     """
@@ -409,12 +414,9 @@ def source_mask(
     """Validate the source batch and return its bool mask `(B, S)`.
 
     The mask falls back to `input_ids != pad_token_id` (generate() passes none for encoder-decoders).
+    The ONNX Runtime model checks its sources here too (the token-id range is [`check_token_ids`]'s).
     """
-    check_integer_ids(input_ids, "input_ids")
-    if input_ids.dim() != 2 or input_ids.numel() == 0:
-        raise ValueError(
-            f"`input_ids` must be a non-empty (batch, length) tensor; got shape {tuple(input_ids.shape)}."
-        )
+    check_id_batch(input_ids, "input_ids")
     if attention_mask is None:
         mask = input_ids != pad_token_id
     else:
@@ -477,9 +479,7 @@ class Seq2SeqAttnEncoder(nn.Module):
             [`Seq2SeqAttnEncoderOutput`] (`output_attentions` is accepted for API compatibility; an RNN
             encoder has no self-attention).
         """
-        pad_token_id = self.config.pad_token_id
-        assert pad_token_id is not None, "Seq2SeqAttnConfig refuses a config without pad_token_id"
-        mask = source_mask(input_ids, attention_mask, pad_token_id)
+        mask = source_mask(input_ids, attention_mask, self.config.resolved_pad_token_id)
         check_token_ids(input_ids, self.embed_tokens.num_embeddings, "input_ids")
         embeddings = self.dropout(self.embed_tokens(input_ids))  # (B, S, E)
         lengths = mask.sum(dim=1)
@@ -641,6 +641,44 @@ class Seq2SeqAttnDecoder(nn.Module):
             feed=states.new_zeros(batch, self.config.embedding_size) if self.input_feeding else None,
         )
 
+    # ----- the stacked RNN, one step: the textbook steps and the fast paths all run this loop -----
+    def layers_step(
+        self,
+        layers: list[RNNLayer],
+        gates_x: torch.Tensor,
+        hidden: torch.Tensor | list[torch.Tensor],
+        cell: torch.Tensor | list[torch.Tensor] | None,
+        top_gates_h: torch.Tensor | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """One step of the stacked layers, from the bottom layer's input projection; dropout between layers.
+
+        Args:
+            layers: [`rnn_layers`], taken by the caller (the fast paths take it once, not once per step).
+            gates_x: `(B, G)` = `W_ih x_t + b_ih` of the bottom layer.
+            hidden, cell: the previous states, `(L, B, H)` or one `(B, H)` per layer (`cell` LSTM only).
+            top_gates_h: `(B, G)` = `W_hh s_{t-1} + b_hh` of the top layer when the caller computed it
+                (fused with the Bahdanau query projection); None to compute it here.
+        Returns:
+            the new hidden and cell states, one `(B, H)` per layer (`cell` None unless LSTM).
+        """
+        rnn_type, top = self.config.rnn_type, layers[-1]
+        new_hidden: list[torch.Tensor] = []
+        new_cell: list[torch.Tensor] = []
+        for layer in layers:
+            if layer.index > 0:
+                below = F.dropout(new_hidden[-1], self.config.rnn_dropout, self.training)
+                gates_x = F.linear(below, layer.weight_ih, layer.bias_ih)  # (B, G)
+            if layer is top and top_gates_h is not None:
+                gates_h = top_gates_h
+            else:
+                gates_h = F.linear(hidden[layer.index], layer.weight_hh, layer.bias_hh)  # (B, G)
+            layer_cell = cell[layer.index] if cell is not None else None
+            h, c = cell_update(rnn_type, gates_x, gates_h, hidden[layer.index], layer_cell)
+            new_hidden.append(h)
+            if c is not None:  # LSTM only
+                new_cell.append(c)
+        return new_hidden, (new_cell if cell is not None else None)
+
     # ----- the textbook steps (generation runs these) -----
     def rnn_step(
         self, x: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None
@@ -652,26 +690,20 @@ class Seq2SeqAttnDecoder(nn.Module):
         Returns:
             new hidden and cell, `(L, B, H)` each.
         """
-        new_hidden: list[torch.Tensor] = []
-        new_cell: list[torch.Tensor] = []
-        for layer in self.rnn_layers:
-            if layer.index > 0:
-                x = F.dropout(x, self.config.rnn_dropout, self.training)
-            gates_x = F.linear(x, layer.weight_ih, layer.bias_ih)  # (B, G)
-            layer_cell = cell[layer.index] if cell is not None else None
-            h, c = rnn_cell(
-                self.config.rnn_type, gates_x, hidden[layer.index], layer_cell, layer.weight_hh, layer.bias_hh
-            )
-            new_hidden.append(h)
-            if c is not None:  # LSTM only
-                new_cell.append(c)
-            x = h  # (B, H) input of the next layer
-        return torch.stack(new_hidden), (torch.stack(new_cell) if cell is not None else None)
+        layers = self.rnn_layers
+        gates_x = F.linear(x, layers[0].weight_ih, layers[0].bias_ih)  # (B, G)
+        new_hidden, new_cell = self.layers_step(layers, gates_x, hidden, cell)
+        return torch.stack(new_hidden), (torch.stack(new_cell) if new_cell is not None else None)
 
     def bahdanau_step(
         self, embedded: torch.Tensor, state: Seq2SeqAttnCache
     ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
-        """One step of Bahdanau et al. 2015 (eqs. 4-6 and the read-out of appendix A.2.2).
+        """One step of Bahdanau et al. 2015 (eqs. 4-6), with a tanh read-out where appendix A.2.2 has maxout.
+
+        The read-out takes the inputs of eq. 4, `g(y_{t-1}, s_t, c_t)`, through one `tanh` layer of width E
+        instead of the appendix's maxout (the max over pairs of twice as many pre-activations): half the
+        read-out weights, and the form of Luong's attentional state `tanh(W_c [c_t; s_t])`, so both styles
+        end in a `tanh` layer of width E before the (tieable) vocabulary projection.
 
         Args:
             embedded: `(B, E)` e(y_{t-1}), the previous target token's embedding.
@@ -731,6 +763,137 @@ class Seq2SeqAttnDecoder(nn.Module):
             all_weights.append(weights)
         return torch.stack(outputs, dim=1), cache, torch.cat(all_weights, dim=2)
 
+    # ----- fast paths for teacher forcing: each is a textbook step above, with work hoisted out of its loop -----
+    def _embedding_gates(
+        self, embeddings: torch.Tensor, bottom: RNNLayer
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The bottom layer's input projection split by columns: `W_ih [e; x] = W_ih[:, :E] e + W_ih[:, E:] x`.
+
+        Returns:
+            `W_ih[:, :E] e(y_{t-1}) + b_ih` for all T steps, made in one matmul, as T x `(B, G)`; and
+            `W_ih[:, E:]`, `(G, K or E)`, for the part that is known only inside the loop (c_t in Bahdanau
+            style, ~h_{t-1} with input feeding).
+        """
+        emb = self.config.embedding_size
+        gates_emb = F.linear(embeddings, bottom.weight_ih[:, :emb], bottom.bias_ih)  # (B, T, G)
+        # unbind, not gates_emb[:, t]: each select's backward zero-fills and adds a full (B, T, G) grad.
+        return gates_emb.unbind(1), bottom.weight_ih[:, emb:]
+
+    def _fused_query_weights(self, top: RNNLayer) -> FusedProjection | None:
+        """`[W_hh; W_q] s + [b_hh; b_q]`: the top layer's recurrent matmul and the Bahdanau query projection
+        read the same `s_{t-1}`, so one matmul can make both. None when the score does not project its query
+        (one head of "dot", "scaled_dot" or "general")."""
+        query_proj = self.attention.query_proj
+        if query_proj is None:
+            return None
+        query_bias = query_proj.bias
+        if query_bias is None:  # the single-head additive score has no query bias
+            query_bias = top.bias_hh.new_zeros(query_proj.out_features)
+        weight = torch.cat([top.weight_hh, query_proj.weight])  # (G + A, H)
+        bias = torch.cat([top.bias_hh, query_bias])  # (G + A,)
+        return FusedProjection(weight, bias, [top.weight_hh.shape[0], query_proj.out_features])
+
+    def _fast_bahdanau(
+        self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache
+    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
+        """[`bahdanau_step`] over T target positions; the loop body reads as the step, line for line.
+
+        Differences from the step, none of which changes the result:
+            * `W_ih [e(y_{t-1}); c_t]` is split by columns ([`_embedding_gates`]): the embedding part is made
+              for all T in one matmul before the loop, `W_ih[:, E:] c_t` in it;
+            * when the score projects its query, `W_q s_{t-1}` and the top layer's `W_hh s_{t-1}` are one
+              matmul ([`_fused_query_weights`]), and [`layers_step`] is handed the latter;
+            * the read-out `tanh(W_o [s_t; c_t; e(y_{t-1})])` runs once over all T, after the loop.
+        """
+        layers, attention = self.rnn_layers, self.attention
+        gates_emb, weight_ctx = self._embedding_gates(embeddings, layers[0])
+        fused = self._fused_query_weights(layers[-1])
+        hidden = list(cache.hidden.unbind(0))  # L x (B, H)
+        cell = list(cache.cell.unbind(0)) if cache.cell is not None else None
+        states, contexts, all_weights = [], [], []
+        for gates_emb_t in gates_emb:
+            s_prev = hidden[-1]  # (B, H) s_{t-1}, top layer
+            # c_t = sum_s a_{ts} h_s,  a_t = softmax(score(s_{t-1}, h))
+            if fused is None:
+                query, top_gates_h = attention.project_query(s_prev.unsqueeze(1)), None  # (B, N, 1, D)
+            else:
+                # split, not two slices: its backward is one cat instead of two zero-filled copies
+                top_gates_h, query = F.linear(s_prev, fused.weight, fused.bias).split(fused.sizes, dim=1)
+                query = attention._split_heads(query.unsqueeze(1))  # (B, N, 1, D)
+            context, weights = attention.attend(query, cache.keys, cache.values, cache.mask)
+            context = context.squeeze(1)  # (B, K)
+            # s_t = f(s_{t-1}, [e(y_{t-1}); c_t])
+            gates_x = gates_emb_t + F.linear(context, weight_ctx)  # (B, G)
+            hidden, cell = self.layers_step(layers, gates_x, hidden, cell, top_gates_h)
+            states.append(hidden[-1])
+            contexts.append(context)
+            all_weights.append(weights)
+        # t_t = tanh(W_o [s_t; c_t; e(y_{t-1})]), all T at once
+        s_all = torch.stack(states, dim=1)  # (B, T, H)
+        c_all = torch.stack(contexts, dim=1)  # (B, T, K)
+        features = torch.tanh(self.readout(torch.cat([s_all, c_all, embeddings], dim=-1)))  # (B, T, E)
+        new_cache = cache.advance(
+            hidden=torch.stack(hidden),
+            cell=torch.stack(cell) if cell is not None else None,
+            feed=None,
+            steps=len(states),
+        )
+        return features, new_cache, torch.cat(all_weights, dim=2)  # weights (B, N, T, S)
+
+    def _fast_luong_input_feeding(
+        self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache
+    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
+        """[`luong_step`] with input feeding over T target positions; the loop body reads as the step.
+
+        The one difference, which does not change the result: `W_ih [e(y_{t-1}); ~h_{t-1}]` is split by
+        columns ([`_embedding_gates`]): the embedding part is made for all T in one matmul before the loop,
+        `W_ih[:, E:] ~h_{t-1}` in it. Attention and ~h_t stay in the loop: ~h_t is the next step's input.
+        """
+        layers = self.rnn_layers
+        gates_emb, weight_feed = self._embedding_gates(embeddings, layers[0])
+        hidden = list(cache.hidden.unbind(0))  # L x (B, H)
+        cell = list(cache.cell.unbind(0)) if cache.cell is not None else None
+        feed = cache.feed
+        assert feed is not None, "with input feeding, init_cache starts ~h_0 at zeros"
+        outputs, all_weights = [], []
+        for gates_emb_t in gates_emb:
+            # s_t = f(s_{t-1}, [e(y_{t-1}); ~h_{t-1}])
+            gates_x = gates_emb_t + F.linear(feed, weight_feed)  # (B, G)
+            hidden, cell = self.layers_step(layers, gates_x, hidden, cell)
+            s_t = hidden[-1]  # (B, H)
+            # c_t = sum_s a_{ts} h_s,  a_t = softmax(score(s_t, h))
+            context, weights = self.attention(s_t.unsqueeze(1), cache.keys, cache.values, cache.mask)
+            # ~h_t = tanh(W_c [c_t; s_t])
+            feed = torch.tanh(self.readout(torch.cat([context.squeeze(1), s_t], dim=-1)))  # (B, E)
+            outputs.append(feed)
+            all_weights.append(weights)
+        new_cache = cache.advance(
+            hidden=torch.stack(hidden),
+            cell=torch.stack(cell) if cell is not None else None,
+            feed=feed,
+            steps=len(outputs),
+        )
+        features = torch.stack(outputs, dim=1)  # (B, T, E)
+        return features, new_cache, torch.cat(all_weights, dim=2)  # weights (B, N, T, S)
+
+    def _fast_luong_parallel(
+        self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache
+    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
+        """[`luong_step`] without input feeding, T steps at once.
+
+        The RNN input `e(y_{t-1})` does not depend on attention, so torch's fused RNN runs all T steps
+        in one call, and attention and `~h_t = tanh(W_c [c_t; s_t])` run once over all T queries.
+        """
+        states, final = self.rnn(embeddings, cache.rnn_state)  # (B, T, H) s_1..s_T
+        context, weights = self.attention(states, cache.keys, cache.values, cache.mask)  # (B, T, K)
+        features = torch.tanh(self.readout(torch.cat([context, states], dim=-1)))  # (B, T, E)
+        hidden, cell = final if isinstance(final, tuple) else (final, None)
+        return (
+            features,
+            cache.advance(hidden=hidden, cell=cell, feed=None, steps=embeddings.shape[1]),
+            weights,
+        )
+
     # ----- forward -----
     def forward(
         self, decoder_input_ids: torch.LongTensor, cache: Seq2SeqAttnCache
@@ -746,123 +909,20 @@ class Seq2SeqAttnDecoder(nn.Module):
         embeddings = self.dropout(self.embed_tokens(decoder_input_ids))  # (B, T, E)
         if decoder_input_ids.shape[1] == 1:
             features, new_cache, weights = self.step_by_step(embeddings, cache)
-        elif self.style == "luong" and not self.input_feeding:
+        elif self.style == "bahdanau":
+            features, new_cache, weights = self._fast_bahdanau(embeddings, cache)
+        elif self.input_feeding:
+            features, new_cache, weights = self._fast_luong_input_feeding(embeddings, cache)
+        else:
             features, new_cache, weights = self._fast_luong_parallel(embeddings, cache)
-        else:
-            features, new_cache, weights = self._fast_stepwise(embeddings, cache)
         return self.readout_dropout(features), new_cache, weights
-
-    # ----- fast paths for teacher forcing: optimisations of the steps above -----
-    def _fast_luong_parallel(
-        self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache
-    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
-        """`luong_step` without input feeding, T steps at once.
-
-        The RNN input `e(y_{t-1})` does not depend on attention, so torch's fused RNN runs all T steps
-        in one call, and attention and `~h_t = tanh(W_c [c_t; s_t])` run once over all T queries.
-        """
-        states, final = self.rnn(embeddings, cache.rnn_state)  # (B, T, H) s_1..s_T
-        context, weights = self.attention(states, cache.keys, cache.values, cache.mask)  # (B, T, K)
-        features = torch.tanh(self.readout(torch.cat([context, states], dim=-1)))  # (B, T, E)
-        hidden, cell = final if isinstance(final, tuple) else (final, None)
-        return (
-            features,
-            cache.advance(hidden=hidden, cell=cell, feed=None, steps=embeddings.shape[1]),
-            weights,
-        )
-
-    def _fast_stepwise(
-        self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache
-    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
-        """`bahdanau_step` / `luong_step` with input feeding, T steps, with the work hoisted out of the loop.
-
-        Differences from the textbook step, none of which changes the result:
-            * `W_ih x_t` is split by columns into `W_ih[:, :E] e(y_{t-1})`, done for all T in one matmul
-              before the loop, and `W_ih[:, E:] c_t` (Bahdanau) or `W_ih[:, E:] ~h_{t-1}` (feeding);
-            * Bahdanau: `W_q s_{t-1}` (the attention query) and the top layer's `W_hh s_{t-1}` read the
-              same vector, so one matmul with the two matrices stacked computes both;
-            * the Bahdanau read-out `tanh(W_o [s_t; c_t; e(y_{t-1})])` runs once over all T.
-        """
-        rnn_type, layers = self.config.rnn_type, self.rnn_layers
-        bottom, top = layers[0], layers[-1]
-        emb = self.config.embedding_size
-        attention = self.attention
-        # e(y_{t-1}) part of the bottom layer's input projection, for every step in one matmul.
-        gates_emb = F.linear(embeddings, bottom.weight_ih[:, :emb], bottom.bias_ih)  # (B, T, G)
-        # unbind, not gates_emb[:, t]: each select's backward zero-fills and adds a full (B, T, G) grad.
-        gates_emb_steps = gates_emb.unbind(1)  # T x (B, G)
-        weight_ctx = bottom.weight_ih[:, emb:]  # acts on c_t (Bahdanau) or ~h_{t-1} (input feeding)
-        query_proj = attention.query_proj if self.style == "bahdanau" else None
-        fuse_query = query_proj is not None
-        if query_proj is not None:
-            gates = top.weight_hh.shape[0]
-            fused_weight = torch.cat([top.weight_hh, query_proj.weight])  # (G + A, H)
-            query_bias = query_proj.bias
-            if query_bias is None:
-                query_bias = top.bias_hh.new_zeros(query_proj.out_features)
-            fused_bias = torch.cat([top.bias_hh, query_bias])  # (G + A,)
-        hidden = list(cache.hidden.unbind(0))  # L x (B, H)
-        cell: list[torch.Tensor | None] = (
-            list(cache.cell.unbind(0)) if cache.cell is not None else [None] * len(layers)
-        )
-        feed = cache.feed
-        outputs, contexts, all_weights = [], [], []
-        for t in range(embeddings.shape[1]):
-            top_gates_h = None
-            if self.style == "bahdanau":
-                if fuse_query:
-                    projected = F.linear(hidden[-1], fused_weight, fused_bias)  # (B, G + A)
-                    # split, not two slices: its backward is one cat instead of two zero-filled copies
-                    top_gates_h, query = projected.split([gates, projected.shape[1] - gates], dim=1)
-                    query = attention._split_heads(query.unsqueeze(1))  # (B, N, 1, D)
-                else:
-                    query = attention.project_query(hidden[-1].unsqueeze(1))  # (B, N, 1, D)
-                context, weights = attention.attend(query, cache.keys, cache.values, cache.mask)  # (B, 1, K)
-                gates_x = gates_emb_steps[t] + F.linear(context.squeeze(1), weight_ctx)  # (B, G)
-            else:
-                assert feed is not None, "Luong with input feeding: the cache carries ~h_{t-1}"
-                gates_x = gates_emb_steps[t] + F.linear(feed, weight_ctx)  # (B, G)
-            for layer in layers:
-                if layer.index > 0:
-                    below = F.dropout(hidden[layer.index - 1], self.config.rnn_dropout, self.training)
-                    gates_x = F.linear(below, layer.weight_ih, layer.bias_ih)  # (B, G)
-                if layer is top and top_gates_h is not None:
-                    gates_h = top_gates_h
-                else:
-                    gates_h = F.linear(hidden[layer.index], layer.weight_hh, layer.bias_hh)  # (B, G)
-                hidden[layer.index], cell[layer.index] = cell_update(
-                    rnn_type, gates_x, gates_h, hidden[layer.index], cell[layer.index]
-                )
-            if self.style == "luong":
-                context, weights = attention(hidden[-1].unsqueeze(1), cache.keys, cache.values, cache.mask)
-                feed = torch.tanh(
-                    self.readout(torch.cat([context.squeeze(1), hidden[-1]], dim=-1))
-                )  # (B, E) ~h_t
-                outputs.append(feed)
-            else:
-                outputs.append(hidden[-1])
-                contexts.append(context)
-            all_weights.append(weights)
-        if self.style == "luong":
-            features = torch.stack(outputs, dim=1)  # (B, T, E)
-        else:
-            states = torch.stack(outputs, dim=1)  # (B, T, H)
-            context = torch.cat(contexts, dim=1)  # (B, T, K)
-            features = torch.tanh(self.readout(torch.cat([states, context, embeddings], dim=-1)))  # (B, T, E)
-        new_cache = cache.advance(
-            hidden=torch.stack(hidden),
-            # An LSTM (the only RNN with a cell) sets every layer's cell in the loop.
-            cell=torch.stack(cast("list[torch.Tensor]", cell)) if cache.cell is not None else None,
-            feed=feed,
-            steps=embeddings.shape[1],
-        )
-        return features, new_cache, torch.cat(all_weights, dim=2)  # weights (B, N, T, S)
 
 
 # --------------------------------------------------------------------------------------------
 # Pretrained model plumbing
 # --------------------------------------------------------------------------------------------
 class Seq2SeqAttnPreTrainedModel(PreTrainedModel):
+    config: Seq2SeqAttnConfig  # narrower than the base's annotation, so mypy checks what the models read
     config_class = Seq2SeqAttnConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
@@ -1018,8 +1078,9 @@ def _make_embeddings(config: Seq2SeqAttnConfig) -> tuple[nn.Embedding, nn.Embedd
     source = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
     if config.share_encoder_decoder_embeddings:
         return source, source
-    assert config.decoder_vocab_size is not None, "resolved by Seq2SeqAttnConfig.__post_init__"
-    target = nn.Embedding(config.decoder_vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+    target = nn.Embedding(
+        config.resolved_decoder_vocab_size, config.embedding_size, padding_idx=config.pad_token_id
+    )
     return source, target
 
 
@@ -1047,6 +1108,15 @@ def _check_cache(cache: object) -> None:
         )
 
 
+class Decoded(NamedTuple):
+    """What [`Seq2SeqAttnModel.decode`] returns."""
+
+    features: torch.Tensor  # (B, T, E) read-out
+    cache: Seq2SeqAttnCache  # the state after the last target token
+    weights: torch.Tensor  # (B, N, T, S) attention weights
+    encoded: Seq2SeqAttnEncoderOutput  # the encoder pass (given or computed)
+
+
 class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
     """Encoder + attention decoder without the vocabulary head. `last_hidden_state` is the read-out `(B, T, E)`."""
 
@@ -1071,6 +1141,43 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
 
     def get_encoder(self, *args, **kwargs) -> Seq2SeqAttnEncoder:
         return self.encoder
+
+    def decode(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        decoder_input_ids: torch.Tensor | None,
+        encoder_outputs: Seq2SeqAttnEncoderOutput | tuple | None = None,
+        cache: Seq2SeqAttnCache | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> Decoded:
+        """[`forward`]'s work, returned as a plain tuple: the vocabulary head calls this directly, so a
+        generated token builds one `ModelOutput` (~50 us each on a CPU), not two. Arguments as [`forward`]."""
+        _check_cache(cache)
+        if decoder_input_ids is None:
+            raise ValueError("`decoder_input_ids` (or `labels`, from which they are made) are required.")
+        check_id_batch(decoder_input_ids, "decoder_input_ids")
+        if decoder_input_ids.shape[1] > 1:  # teacher forcing; generation steps (T = 1) skip the host sync
+            check_token_ids(decoder_input_ids, self.decoder.embed_tokens.num_embeddings, "decoder_input_ids")
+        encoded: Seq2SeqAttnEncoderOutput
+        if encoder_outputs is None:
+            if input_ids is None:
+                raise ValueError("Pass `input_ids` (the source) or precomputed `encoder_outputs`.")
+            encoded = self.encoder(
+                input_ids, attention_mask, output_hidden_states=output_hidden_states, return_dict=True
+            )
+        else:
+            encoded = _as_encoder_output(encoder_outputs, input_ids, self.config.resolved_pad_token_id)
+        states = encoded.last_hidden_state
+        assert states is not None, "encoder outputs always carry the encoder states"
+        if states.shape[0] != decoder_input_ids.shape[0]:
+            raise ValueError(
+                f"Source batch ({states.shape[0]}) and target batch ({decoder_input_ids.shape[0]}) differ."
+            )
+        if cache is None:
+            cache = self.decoder.init_cache(encoded)
+        features, new_cache, weights = self.decoder(decoder_input_ids, cache)
+        return Decoded(features, new_cache, weights, encoded)
 
     def forward(
         self,
@@ -1122,56 +1229,6 @@ class Seq2SeqAttnModel(Seq2SeqAttnPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def decode(
-        self,
-        input_ids: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        decoder_input_ids: torch.Tensor | None,
-        encoder_outputs: Seq2SeqAttnEncoderOutput | tuple | None = None,
-        cache: Seq2SeqAttnCache | None = None,
-        output_hidden_states: bool | None = None,
-    ) -> Decoded:
-        """[`forward`]'s work, returned as a plain tuple: the vocabulary head calls this directly, so a
-        generated token builds one `ModelOutput` (~50 us each on a CPU), not two. Arguments as [`forward`]."""
-        _check_cache(cache)
-        if decoder_input_ids is None:
-            raise ValueError("`decoder_input_ids` (or `labels`, from which they are made) are required.")
-        check_integer_ids(decoder_input_ids, "decoder_input_ids")
-        if decoder_input_ids.dim() != 2 or decoder_input_ids.numel() == 0:
-            raise ValueError(
-                f"`decoder_input_ids` must be a non-empty (batch, length) tensor; got {tuple(decoder_input_ids.shape)}."
-            )
-        if decoder_input_ids.shape[1] > 1:  # teacher forcing; generation steps (T = 1) skip the host sync
-            check_token_ids(decoder_input_ids, self.decoder.embed_tokens.num_embeddings, "decoder_input_ids")
-        encoded: Seq2SeqAttnEncoderOutput
-        if encoder_outputs is None:
-            if input_ids is None:
-                raise ValueError("Pass `input_ids` (the source) or precomputed `encoder_outputs`.")
-            encoded = self.encoder(
-                input_ids, attention_mask, output_hidden_states=output_hidden_states, return_dict=True
-            )
-        else:
-            encoded = _as_encoder_output(encoder_outputs, input_ids, self.config.pad_token_id)
-        states = encoded.last_hidden_state
-        assert states is not None, "encoder outputs always carry the encoder states"
-        if states.shape[0] != decoder_input_ids.shape[0]:
-            raise ValueError(
-                f"Source batch ({states.shape[0]}) and target batch ({decoder_input_ids.shape[0]}) differ."
-            )
-        if cache is None:
-            cache = self.decoder.init_cache(encoded)
-        features, new_cache, weights = self.decoder(decoder_input_ids, cache)
-        return Decoded(features, new_cache, weights, encoded)
-
-
-class Decoded(NamedTuple):
-    """What [`Seq2SeqAttnModel.decode`] returns."""
-
-    features: torch.Tensor  # (B, T, E) read-out
-    cache: Seq2SeqAttnCache  # the state after the last target token
-    weights: torch.Tensor  # (B, N, T, S) attention weights
-    encoded: Seq2SeqAttnEncoderOutput  # the encoder pass (given or computed)
-
 
 # --------------------------------------------------------------------------------------------
 # Heads
@@ -1211,6 +1268,37 @@ def transition_scores(
     steps = torch.arange(length, device=sequences.device)[None, :].expand_as(tokens)  # (R, T)
     chosen = stacked[beam_indices.clamp(min=0), steps, tokens]  # (R, T)
     return chosen.masked_fill(ended, 0.0)
+
+
+def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
+    """Labels must be token ids in the target vocabulary or -100 (ignored)."""
+    check_integer_ids(labels, "labels")
+    valid = labels[labels != -100]
+    if valid.numel():
+        low, high = (int(value) for value in torch.aminmax(valid))
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"`labels` contains {low if low < 0 else high}, outside the target vocabulary [0, {vocab_size}) "
+                "and not -100 (the ignore index). Check that the target tokenizer matches the model."
+            )
+
+
+def sequence_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Token-level cross-entropy over all steps at once.
+
+    Args:
+        logits: `(B, T, V)`; labels: `(B, T)` with -100 ignored.
+        num_items_in_batch: total target tokens in the (accumulated) batch; None = this batch's count.
+    """
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision sums badly
+    total = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+    if num_items_in_batch is None:
+        num_items_in_batch = (labels != -100).sum().clamp(min=1)
+    if isinstance(num_items_in_batch, torch.Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
 
 
 class Seq2SeqAttnGenerationMixin(GenerationMixin):
@@ -1262,8 +1350,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Seq2SeqAtt
     def __init__(self, config: Seq2SeqAttnConfig):
         super().__init__(config)
         self.model = Seq2SeqAttnModel(config)
-        assert config.decoder_vocab_size is not None, "resolved by Seq2SeqAttnConfig.__post_init__"
-        self.lm_head = nn.Linear(config.embedding_size, config.decoder_vocab_size)
+        self.lm_head = nn.Linear(config.embedding_size, config.resolved_decoder_vocab_size)
         tied = {}
         if config.share_encoder_decoder_embeddings:
             tied["model.decoder.embed_tokens.weight"] = "model.encoder.embed_tokens.weight"
@@ -1291,7 +1378,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Seq2SeqAtt
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Shift labels right, start with `decoder_start_token_id`, and replace -100 by padding."""
-        start, pad = self.config.decoder_start_token_id, self.config.pad_token_id
+        start, pad = self.config.resolved_decoder_start_token_id, self.config.resolved_pad_token_id
         shifted = labels.new_full(labels.shape, pad)
         shifted[:, 1:] = labels[:, :-1]
         shifted[:, 0] = start
@@ -1323,7 +1410,7 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Seq2SeqAtt
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
-            check_labels(labels, self.config.decoder_vocab_size)
+            check_labels(labels, self.config.resolved_decoder_vocab_size)
             if decoder_input_ids is None:
                 # `LongTensor` (transformers' convention for ids) is a legacy class torch ops never return.
                 decoder_input_ids = cast(torch.LongTensor, self.prepare_decoder_input_ids_from_labels(labels))
@@ -1375,37 +1462,6 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Seq2SeqAtt
         # transformers types the mixin's `self` as its `GenerativePreTrainedModel` protocol, which no
         # `PreTrainedModel` satisfies for mypy (read-only `device` / `dtype` where it wants settable ones).
         return super().generate(inputs, generation_config, **kwargs)  # type: ignore[misc]
-
-
-def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
-    """Labels must be token ids in the target vocabulary or -100 (ignored)."""
-    check_integer_ids(labels, "labels")
-    valid = labels[labels != -100]
-    if valid.numel():
-        low, high = (int(value) for value in torch.aminmax(valid))
-        if low < 0 or high >= vocab_size:
-            raise ValueError(
-                f"`labels` contains {low if low < 0 else high}, outside the target vocabulary [0, {vocab_size}) "
-                "and not -100 (the ignore index). Check that the target tokenizer matches the model."
-            )
-
-
-def sequence_loss(
-    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
-) -> torch.Tensor:
-    """Token-level cross-entropy over all steps at once.
-
-    Args:
-        logits: `(B, T, V)`; labels: `(B, T)` with -100 ignored.
-        num_items_in_batch: total target tokens in the (accumulated) batch; None = this batch's count.
-    """
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision sums badly
-    total = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
-    if num_items_in_batch is None:
-        num_items_in_batch = (labels != -100).sum().clamp(min=1)
-    if isinstance(num_items_in_batch, torch.Tensor):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
 
 
 __all__ = [

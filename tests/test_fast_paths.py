@@ -1,9 +1,9 @@
 """Each teacher-forcing fast path equals the textbook decoder step it optimises, for every variant.
 
-`Seq2SeqAttnDecoder.forward` runs `_fast_stepwise` (Bahdanau; Luong with input feeding) or
-`_fast_luong_parallel` (Luong without input feeding) when given more than one token, and the readable
-`bahdanau_step` / `luong_step` (through `step_by_step`) when generating. Here both run on the same
-embeddings and state in float64; outputs, attention weights, the final state and the gradients of every
+`Seq2SeqAttnDecoder.forward` runs one fast path per decoder style when given more than one token
+(`_fast_bahdanau`; `_fast_luong_input_feeding`; `_fast_luong_parallel`, Luong without input feeding),
+and the readable `bahdanau_step` / `luong_step` (through `step_by_step`) when generating. Here both
+run on the same embeddings and state in float64; outputs, attention weights, the final state and the gradients of every
 parameter must agree to 1e-10 (float64 reassociation differences are ~1e-15 at these sizes).
 """
 
@@ -42,6 +42,14 @@ def build_decoder_inputs(decoder_layers: int, **overrides):
     return model, decoder, encoder_outputs, embeddings
 
 
+# The fast path `forward` takes for each (decoder_style, input_feeding).
+FAST_PATHS = {
+    ("bahdanau", False): "_fast_bahdanau",
+    ("luong", True): "_fast_luong_input_feeding",
+    ("luong", False): "_fast_luong_parallel",
+}
+
+
 def run(path, decoder, encoder_outputs, embeddings):
     cache = decoder.init_cache(encoder_outputs)
     features, final, weights = path(embeddings, cache)
@@ -71,11 +79,7 @@ def test_fast_path_equals_textbook_steps(
         input_feeding=input_feeding,
         bidirectional=bidirectional,
     )
-    fast = (
-        decoder._fast_luong_parallel
-        if decoder_style == "luong" and not input_feeding
-        else decoder._fast_stepwise
-    )
+    fast = getattr(decoder, FAST_PATHS[style])
     probe = torch.randn(
         embeddings.shape[0], embeddings.shape[1], model.config.embedding_size, dtype=torch.float64
     )
@@ -102,13 +106,17 @@ def test_fast_path_equals_textbook_steps(
         torch.testing.assert_close(g_fast[name], grad, **TIGHT, msg=name)
 
 
-def test_forward_uses_the_textbook_step_for_one_token_and_a_fast_path_for_more(monkeypatch):
-    model, decoder, encoder_outputs, _ = build_decoder_inputs(1)
+@pytest.mark.parametrize("style", list(FAST_PATHS))
+def test_forward_uses_the_textbook_step_for_one_token_and_a_fast_path_for_more(monkeypatch, style):
+    decoder_style, input_feeding = style
+    model, decoder, encoder_outputs, _ = build_decoder_inputs(
+        1, decoder_style=decoder_style, input_feeding=input_feeding
+    )
     calls = []
-    for name in ("step_by_step", "_fast_stepwise"):
+    for name in ("step_by_step", *FAST_PATHS.values()):
         original = getattr(decoder, name)
         monkeypatch.setattr(decoder, name, lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
     cache = decoder.init_cache(encoder_outputs)
     decoder(padded_batch([1, 1, 1]), cache)
     decoder(padded_batch([3, 3, 3]), cache)
-    assert calls == ["step_by_step", "_fast_stepwise"]
+    assert calls == ["step_by_step", FAST_PATHS[style]]

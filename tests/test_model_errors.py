@@ -199,3 +199,20 @@ def test_old_config_json_with_unset_sizes_still_loads(saved, tmp_path):
     assert loaded.attention_size == loaded.decoder_hidden_size == 16
     assert not hasattr(loaded, "target_vocab_size") and not hasattr(loaded, "attention_hidden_size")
     Seq2SeqAttnForConditionalGeneration.from_pretrained(folder)  # and the weights fit
+
+
+def test_resolved_sizes_are_typed_reads_not_stored():
+    """The model reads `decoder_vocab_size`, `attention_size` and the pad and start ids through the config's
+    `resolved_*` properties: the same numbers as the fields, never None, and not written into config.json."""
+    config = make_config(decoder_vocab_size=None, attention_size=None)
+    assert (config.resolved_decoder_vocab_size, config.resolved_attention_size) == (23, 16)
+    assert config.resolved_pad_token_id == config.pad_token_id == 0
+    assert not any(key.startswith("resolved_") for key in config.to_dict())
+    config.decoder_vocab_size, config.attention_size = 12, 8  # later edits (resize_token_embeddings) follow
+    assert (config.resolved_decoder_vocab_size, config.resolved_attention_size) == (12, 8)
+    assert config.resolved_decoder_start_token_id == config.decoder_start_token_id == 1
+    config.pad_token_id = config.decoder_start_token_id = None
+    with pytest.raises(ValueError, match="`pad_token_id` is required"):
+        config.resolved_pad_token_id  # noqa: B018
+    with pytest.raises(ValueError, match="`decoder_start_token_id` is unset"):
+        config.resolved_decoder_start_token_id  # noqa: B018

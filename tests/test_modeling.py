@@ -8,7 +8,7 @@ import torch
 from helpers import make_config, padded_batch
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.modeling_seq2seq_attn import ATTENTION_SCORES, CACHE_NAME, rnn_cell
+from hf_seq2seq_attn.modeling_seq2seq_attn import ATTENTION_SCORES, CACHE_NAME, cell_update
 
 VARIANTS = list(
     itertools.product(
@@ -209,14 +209,13 @@ def test_multi_head_scaled_dot_matches_torch_multihead_attention():
 
 
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm", "rnn"])
-def test_rnn_cell_matches_torch_cell(rnn_type):
+def test_cell_update_matches_torch_cell(rnn_type):
     cls = {"gru": torch.nn.GRUCell, "lstm": torch.nn.LSTMCell, "rnn": torch.nn.RNNCell}[rnn_type]
     cell = cls(5, 7).double()
     x, h, c = (torch.randn(3, n, dtype=torch.float64) for n in (5, 7, 7))
     gates_x = torch.nn.functional.linear(x, cell.weight_ih, cell.bias_ih)
-    got_h, got_c = rnn_cell(
-        rnn_type, gates_x, h, c if rnn_type == "lstm" else None, cell.weight_hh, cell.bias_hh
-    )
+    gates_h = torch.nn.functional.linear(h, cell.weight_hh, cell.bias_hh)
+    got_h, got_c = cell_update(rnn_type, gates_x, gates_h, h, c if rnn_type == "lstm" else None)
     expected = cell(x, (h, c)) if rnn_type == "lstm" else (cell(x, h), None)
     torch.testing.assert_close(got_h, expected[0])
     if rnn_type == "lstm":
