@@ -8,16 +8,28 @@
     seq2seq-attn benchmark --quick
 
 Each subcommand is a `main(argv) -> int` function in the module that owns the job (`COMMANDS`); this file
-parses the options of the small inference commands (translate, evaluate, plot, recipes) and nothing more.
+parses the options of the small inference commands (translate, evaluate, plot, recipes), and defines the
+model and generation options every inference command shares (`g2p` too), and nothing more.
+
+It imports only the standard library: `seq2seq-attn --help`, `COMMAND --help` (for the commands defined
+here and `g2p`) and `recipes` answer without loading torch or transformers; each command imports what it
+needs once its options are parsed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from .inference import Translation
 
 # name -> ("module:function", one-line help). Modules are imported only when their command runs, so
 # `seq2seq-attn translate` does not pay for the trainer, and optional extras are needed only by their command.
@@ -73,11 +85,16 @@ def _fail(error: Exception) -> int:
 # --------------------------------------------------------------------------------------------
 # Options shared by the inference commands
 # --------------------------------------------------------------------------------------------
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--model`, `--device` and `--backend`: which model runs, where, and on what."""
-    parser.add_argument(
-        "--model", required=True, help="model folder (save_pretrained, or `export` output) or cached Hub id"
-    )
+def add_model_arguments(
+    parser: argparse.ArgumentParser,
+    model_help: str = "model folder (save_pretrained, or `export` output) or cached Hub id",
+    backend: bool = True,
+) -> None:
+    """`--model`, `--device` and (unless `backend=False`) `--backend`: which model runs, where, and on what."""
+    parser.add_argument("--model", required=True, help=model_help)
+    if not backend:  # commands that need the torch model itself (attention maps, scores by beam)
+        parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
+        return
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (pytorch backend)")
     parser.add_argument(
         "--backend",
@@ -87,45 +104,73 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_generation_arguments(parser: argparse.ArgumentParser, num_beams: int = 5) -> None:
-    """Add the decoding options of [`inference.translate`] to a command's parser."""
+@dataclass(frozen=True)
+class GenerationOption:
+    """One decoding option of the command line, and the [`inference.translate`] keyword it sets."""
+
+    flag: str  # `--flag`, and the attribute of the parsed arguments
+    keyword: str  # `translate()` keyword: `batch_size`, or a `generate()` option
+    type: type  # `bool` is an on/off switch (`store_true`)
+    default: Any  # None: not given, so `translate()` (or the command) decides
+    help: str
+
+
+# The decoding options of every inference command, defined once: [`add_generation_arguments`] adds them to a
+# parser, [`generation_kwargs_from_args`] turns the parsed values into `translate()` keywords.
+GENERATION_OPTIONS: tuple[GenerationOption, ...] = (
+    GenerationOption("batch_size", "batch_size", int, 32, "sentences per generate() call"),
+    GenerationOption("num_beams", "num_beams", int, 5, "beam width (1 = greedy)"),
+    GenerationOption("length_penalty", "length_penalty", float, 1.0, "beam score = log p / length**this"),
+    GenerationOption(
+        "n_best", "num_return_sequences", int, 1, "hypotheses per sentence (<= num_beams unless sampling)"
+    ),
+    GenerationOption("do_sample", "do_sample", bool, False, "sample instead of searching"),
+    GenerationOption("top_k", "top_k", int, None, "sample from the k most likely tokens"),
+    GenerationOption("top_p", "top_p", float, None, "nucleus sampling threshold"),
+    GenerationOption("temperature", "temperature", float, None, "sampling temperature"),
+    GenerationOption(
+        "max_new_tokens", "max_new_tokens", int, None, "output length limit (default: 2 * source tokens + 10)"
+    ),
+)
+
+
+def add_generation_arguments(
+    parser: argparse.ArgumentParser,
+    flags: Sequence[str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Add [`GENERATION_OPTIONS`] (all, or those named in `flags`) to a command's parser, in a "generation" group.
+
+    Args:
+        flags: the options this command offers (default: all of them).
+        overrides: per flag, the `GenerationOption` fields this command changes, e.g.
+            `{"num_beams": {"default": 1, "help": "beam width of the translation shown"}}`.
+    """
+    unknown = set(flags or ()) - {option.flag for option in GENERATION_OPTIONS}
+    assert not unknown, f"not generation options: {sorted(unknown)}"  # a typo in this package's code
     group = parser.add_argument_group("generation")
-    group.add_argument("--batch_size", type=int, default=32, help="sentences per generate() call")
-    group.add_argument("--num_beams", type=int, default=num_beams, help="beam width (1 = greedy)")
-    group.add_argument("--length_penalty", type=float, default=1.0, help="beam score = log p / length**this")
-    group.add_argument(
-        "--n_best", type=int, default=1, help="hypotheses per sentence (<= num_beams unless sampling)"
-    )
-    group.add_argument("--do_sample", action="store_true", help="sample instead of searching")
-    group.add_argument("--top_k", type=int, default=None, help="sample from the k most likely tokens")
-    group.add_argument("--top_p", type=float, default=None, help="nucleus sampling threshold")
-    group.add_argument("--temperature", type=float, default=None, help="sampling temperature")
-    group.add_argument(
-        "--max_new_tokens",
-        type=int,
-        default=None,
-        help="output length limit (default: 2 * source tokens + 10)",
-    )
+    for option in GENERATION_OPTIONS:
+        if flags is not None and option.flag not in flags:
+            continue
+        option = dataclasses.replace(option, **(overrides or {}).get(option.flag, {}))
+        if option.type is bool:
+            group.add_argument(f"--{option.flag}", action="store_true", help=option.help)
+        else:
+            group.add_argument(f"--{option.flag}", type=option.type, default=option.default, help=option.help)
 
 
 def generation_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Map the options of [`add_generation_arguments`] to [`inference.translate`] keyword arguments."""
-    return {
-        "batch_size": args.batch_size,
-        "num_beams": args.num_beams,
-        "length_penalty": args.length_penalty,
-        "num_return_sequences": args.n_best,
-        "do_sample": args.do_sample,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "temperature": args.temperature,
-        "max_new_tokens": args.max_new_tokens,
-    }
+    """The [`inference.translate`] keywords of the generation options in `args` that have a value."""
+    values = {option.keyword: getattr(args, option.flag, None) for option in GENERATION_OPTIONS}
+    return {keyword: value for keyword, value in values.items() if value is not None}
 
 
 def load_for_inference(args: argparse.Namespace):
-    """`(model, tokenizer)` for `--model` on `--backend`; `ValueError` for a `--device` the backend cannot use."""
-    if args.backend == "onnx":
+    """`(model, tokenizer)` for `--model` on `--backend` (pytorch for a command without that option).
+
+    Raises `ValueError` for a `--device` the backend cannot use.
+    """
+    if getattr(args, "backend", "pytorch") == "onnx":
         from .inference import resolve_device
         from .modeling_ort import load_onnx_model_and_tokenizer
 
@@ -180,16 +225,17 @@ def read_sentences(path: str | None) -> list[str]:
     return sentences
 
 
-def format_lines(results: list, scores: bool) -> list[str]:
-    """Output lines for [`inference.translate`] results: text, or `score<TAB>text` with `scores`."""
-    lines = []
+def format_lines(results: Sequence[Translation]) -> list[str]:
+    """Output lines for [`inference.translate`] results: each hypothesis's text, or `score<TAB>text`
+    when the results carry scores (`output_scores=True`)."""
+    lines: list[str] = []
     for result in results:
-        for hypothesis in result if isinstance(result, list) else [result]:
-            if scores:
-                text, score = hypothesis
-                lines.append(f"{score:.4f}\t{text}")
-            else:
-                lines.append(hypothesis)
+        if result.scores is None:
+            lines.extend(result.texts)
+        else:
+            lines.extend(
+                f"{score:.4f}\t{text}" for text, score in zip(result.texts, result.scores, strict=True)
+            )
     return lines
 
 
@@ -224,11 +270,11 @@ def translate_main(argv: list[str] | None = None) -> int:
             model,
             tokenizer,
             sentences,
-            return_scores=args.scores,
             progress=args.input is not None and not args.no_progress,
+            output_scores=args.scores,
             **generation_kwargs_from_args(args),
         )
-        text = "".join(line + "\n" for line in format_lines(results, args.scores))
+        text = "".join(line + "\n" for line in format_lines(results))
         if args.output is None:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -332,9 +378,10 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         else:
             sources, references = data.sources, [[target] for target in data.targets]
         model, tokenizer = load_for_inference(args)
-        predictions = translate(
+        results = translate(
             model, tokenizer, sources, progress=not args.no_progress, **generation_kwargs_from_args(args)
         )
+        predictions = [result.text for result in results]
         metrics: dict[str, float] = task_metrics(args.task, predictions, references)
         metrics["num_examples"] = len(sources)
         if args.predictions_file is not None:
@@ -358,23 +405,25 @@ Source tokens run across, output tokens down; a multi-head model gets one panel 
 
 def plot_main(argv: list[str] | None = None) -> int:
     parser = _parser("plot", PLOT_DOC)
-    parser.add_argument("--model", required=True, help="model folder (save_pretrained) or cached Hub id")
+    add_model_arguments(parser, model_help="model folder (save_pretrained) or cached Hub id", backend=False)
     parser.add_argument("--source", required=True, help="the sentence to translate")
     parser.add_argument("--output", default="attention.png", help="image file (format from the extension)")
-    parser.add_argument("--num_beams", type=int, default=1, help="beam width of the translation shown")
-    parser.add_argument("--max_new_tokens", type=int, default=None, help="default: 2 * source tokens + 10")
     parser.add_argument("--title", default=None, help="figure title (default: the translation)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
+    add_generation_arguments(
+        parser,
+        ("num_beams", "max_new_tokens"),
+        {"num_beams": {"default": 1, "help": "beam width of the translation shown"}},
+    )
     args = parser.parse_args(argv)
     if args.num_beams < 1:
         return _fail(ValueError(f"--num_beams must be >= 1, got {args.num_beams}."))
-    from .inference import attention_for, load_model_and_tokenizer
+    from .inference import attention_for
     from .plotting import plot_attention
 
     try:
-        model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
+        model, tokenizer = load_for_inference(args)
         weights, source_tokens, output_tokens = attention_for(
-            model, tokenizer, args.source, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams
+            model, tokenizer, args.source, **generation_kwargs_from_args(args)
         )
         title = args.title
         if title is None:
@@ -402,8 +451,34 @@ RECIPES_DOC = """List the recipes shipped with the package, or print one to copy
 """
 
 
+# Here rather than in `arguments` (which `train` uses): listing recipes must not import transformers.
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    return sorted(path.stem for path in RECIPE_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A shipped recipe by name, or a YAML file of the user's own.
+
+    Raises:
+        `DataError`: neither a shipped recipe nor an existing file.
+    """
+    from .data import DataError
+
+    if name_or_path in recipe_names():
+        return RECIPE_DIR / f"{name_or_path}.yaml"
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    raise DataError(
+        f"--recipe {name_or_path!r}: not a shipped recipe ({', '.join(recipe_names())}) nor a YAML file."
+    )
+
+
 def recipes_main(argv: list[str] | None = None) -> int:
-    from .arguments import recipe_names, recipe_path
     from .data import DataError
 
     parser = _parser("recipes", RECIPES_DOC)

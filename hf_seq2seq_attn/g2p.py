@@ -46,9 +46,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import torch
-
-from .modeling_seq2seq_attn import transition_scores
+from .cli import add_generation_arguments, add_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +170,10 @@ def _lexicon_entry(word: str, letters: str | None, lexicon: dict[str, list[str]]
 # --------------------------------------------------------------------------------------------
 def _sequence_log_probs(output: Any, normalize: bool, eos_ids: set[int]) -> list[float]:
     """Sum of the chosen tokens' log-probabilities per returned sequence, up to and including `</s>`."""
+    import torch  # here, not at the top: `seq2seq-attn g2p --help` must not load torch
+
+    from .modeling_seq2seq_attn import transition_scores
+
     transition = transition_scores(
         output.sequences, output.scores, getattr(output, "beam_indices", None), normalize
     )  # (R, steps)
@@ -213,7 +215,6 @@ class G2P:
         eos = self.tokenizer.eos_token_id if eos is None else eos
         return set(eos) if isinstance(eos, list) else {eos}
 
-    @torch.no_grad()
     def pronounce(
         self,
         letters: Sequence[str],
@@ -223,6 +224,8 @@ class G2P:
         max_new_tokens: int | None = None,
     ) -> list[Pronunciations]:
         """Model pronunciations of normalised words (`a`-`z` only, see [`normalize_word`]), best first."""
+        import torch
+
         if n_best < 1:
             raise ValueError(f"n_best must be >= 1, got {n_best}.")
         beams = max(n_best, num_beams or self.model.generation_config.num_beams or 1)
@@ -231,16 +234,17 @@ class G2P:
             chunk = [model_source(word) for word in letters[start : start + batch_size]]
             batch = self.tokenizer(chunk, padding=True, padding_side="right", return_tensors="pt")
             batch = batch.to(self.model.device)
-            output = self.model.generate(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                num_beams=beams,
-                num_return_sequences=n_best,
-                do_sample=False,
-                max_new_tokens=max_new_tokens or 2 * batch["input_ids"].shape[1] + 10,
-                output_scores=True,
-                return_dict_in_generate=True,
-            )
+            with torch.no_grad():
+                output = self.model.generate(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    num_beams=beams,
+                    num_return_sequences=n_best,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens or 2 * batch["input_ids"].shape[1] + 10,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                )
             log_probs = _sequence_log_probs(output, normalize=beams == 1, eos_ids=self._eos_ids())
             texts = self.tokenizer.batch_decode(output.sequences, skip_special_tokens=True)
             for item in range(len(chunk)):
@@ -333,19 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--model", required=True, help="G2P model folder (trained with --recipe g2p or g2p-stress)"
+    add_model_arguments(
+        parser, model_help="G2P model folder (trained with --recipe g2p or g2p-stress)", backend=False
     )
     parser.add_argument("--lexicon", help="CMUdict-format pronunciation file answered first")
-    parser.add_argument(
-        "--n_best", type=int, default=1, help="model pronunciations per word, with probabilities"
-    )
     parser.add_argument("--input", help="text file of words (default: standard input)")
-    parser.add_argument(
-        "--num_beams", type=int, default=None, help="beam width (default: the model's, >= n_best)"
+    add_generation_arguments(
+        parser,
+        ("n_best", "num_beams", "batch_size"),
+        {
+            "n_best": {"help": "model pronunciations per word, with probabilities"},
+            "num_beams": {"default": None, "help": "beam width (default: the model's, >= n_best)"},
+            "batch_size": {"default": 64, "help": "words per generate() call"},
+        },
     )
-    parser.add_argument("--batch_size", type=int, default=64, help="words per generate() call")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
     return parser
 
 

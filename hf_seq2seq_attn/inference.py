@@ -4,7 +4,8 @@ Everything the inference commands (`seq2seq-attn translate|evaluate|plot`) do li
 tested from Python:
 
 - [`load_model_and_tokenizer`]: a saved folder (or cached Hub id) -> `(model.eval(), tokenizer)`;
-- [`translate`]: length-sorted batched `generate()`, n-best lists and scores, results in input order;
+- [`translate`]: length-sorted batched `generate()`, n-best lists and scores, one [`Translation`] per
+  sentence in input order;
 - [`attention_for`]: cross-attention weights `(N, T, S)` for one sentence, ready for `plot_attention`.
 """
 
@@ -15,7 +16,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -183,37 +185,75 @@ def resolve_device(device: str) -> torch.device:
 # --------------------------------------------------------------------------------------------
 # Translation
 # --------------------------------------------------------------------------------------------
-def _generation_kwargs(
-    num_beams: int,
-    length_penalty: float,
-    num_return_sequences: int,
-    do_sample: bool,
-    top_k: int | None,
-    top_p: float | None,
-    temperature: float | None,
-) -> dict[str, Any]:
-    """Validate decoding options and return only those `generate()` should see (no warnings)."""
+# What `translate` decodes with unless told otherwise (the model's generation config is not consulted, so
+# a folder's saved defaults never change what a test set scores).
+TRANSLATE_DEFAULTS: dict[str, Any] = {
+    "num_beams": 5,
+    "length_penalty": 1.0,
+    "num_return_sequences": 1,
+    "do_sample": False,
+}
+SAMPLING_OPTIONS = ("top_k", "top_p", "temperature")
+# Set by `translate` itself for every batch.
+RESERVED_OPTIONS = ("input_ids", "attention_mask", "return_dict_in_generate", "output_logits")
+
+
+@dataclass(frozen=True)
+class Translation:
+    """What [`translate`] returns for one sentence: its hypotheses, best first.
+
+    The same type whatever was asked for, so callers read `.text` (or `.texts`, `.scores`) and never
+    look at the shape of the result.
+
+    Attributes:
+        texts (`tuple[str, ...]`): the `num_return_sequences` hypotheses (one unless an n-best list was
+            asked for), best first; sampled lists are sorted by score when scored.
+        scores (`tuple[float, ...]`, *optional*): one per text with `output_scores=True`, else None: beam
+            search's `sequences_scores` (length-normalised log-probability), otherwise the mean
+            log-probability of the chosen tokens up to and including `</s>`.
+    """
+
+    texts: tuple[str, ...]
+    scores: tuple[float, ...] | None = None
+
+    @property
+    def text(self) -> str:
+        """The best hypothesis."""
+        return self.texts[0]
+
+    @property
+    def score(self) -> float | None:
+        """The best hypothesis's score (None unless scores were asked for)."""
+        return None if self.scores is None else self.scores[0]
+
+
+def _generation_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    """Fill in [`TRANSLATE_DEFAULTS`], validate, and keep only what `generate()` should see (no warnings).
+
+    A value of None means "not given". `max_new_tokens` and `output_scores` are returned too; the caller
+    pops them (they are resolved per batch).
+    """
+    reserved = [name for name in RESERVED_OPTIONS if name in options]
+    if reserved:
+        raise TypeError(f"translate() sets {', '.join(reserved)} itself; do not pass them.")
+    kwargs = {**TRANSLATE_DEFAULTS, **{name: value for name, value in options.items() if value is not None}}
+    num_beams, n_best, do_sample = kwargs["num_beams"], kwargs["num_return_sequences"], kwargs["do_sample"]
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}.")
-    if num_return_sequences < 1:
-        raise ValueError(f"num_return_sequences (n-best) must be >= 1, got {num_return_sequences}.")
-    if not do_sample and num_return_sequences > num_beams:
+    if n_best < 1:
+        raise ValueError(f"num_return_sequences (n-best) must be >= 1, got {n_best}.")
+    if not do_sample and n_best > num_beams:
         raise ValueError(
-            f"num_return_sequences={num_return_sequences} exceeds num_beams={num_beams}: beam search can "
+            f"num_return_sequences={n_best} exceeds num_beams={num_beams}: beam search can "
             "return at most num_beams hypotheses. Raise num_beams or sample (do_sample=True)."
         )
-    sampling = {"top_k": top_k, "top_p": top_p, "temperature": temperature}
-    given = [name for name, value in sampling.items() if value is not None]
+    given = [name for name in SAMPLING_OPTIONS if name in kwargs]
     if given and not do_sample:
         raise ValueError(f"{', '.join(given)} only apply when sampling; pass do_sample=True as well.")
-    kwargs: dict[str, Any] = {
-        "num_beams": num_beams,
-        "num_return_sequences": num_return_sequences,
-        "do_sample": do_sample,
-    }
-    if num_beams > 1:
-        kwargs["length_penalty"] = length_penalty
-    kwargs.update({name: value for name, value in sampling.items() if value is not None})
+    if kwargs.get("max_new_tokens", 1) < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {kwargs['max_new_tokens']}.")
+    if num_beams == 1:
+        del kwargs["length_penalty"]  # generate() warns about a beam-search option given to greedy search
     return kwargs
 
 
@@ -243,22 +283,67 @@ def _mean_token_log_probs(
     return log_probs.masked_fill(~keep, 0.0).sum(dim=1) / counts
 
 
+def _check_sentences(sentences: Sequence[str]) -> None:
+    if isinstance(sentences, str):
+        raise TypeError("`sentences` must be a list of strings; wrap a single sentence as [sentence].")
+    bad = next((i for i, s in enumerate(sentences) if not isinstance(s, str)), None)
+    if bad is not None:
+        raise TypeError(f"`sentences[{bad}]` is a {type(sentences[bad]).__name__}, expected str.")
+
+
+def _translate_batch(
+    model: GenerativeModel,
+    tokenizer: Any,
+    encodings: list[list[int]],
+    generate_kwargs: dict[str, Any],
+    max_new_tokens: int | None,
+    output_scores: bool,
+) -> list[Translation]:
+    """One `generate()` call over the token ids of a batch's sentences; one [`Translation`] each."""
+    batch = tokenizer.pad(
+        {"input_ids": encodings}, padding=True, padding_side="right", return_tensors="pt"
+    ).to(model.device)
+    beam_scores = generate_kwargs["num_beams"] > 1 and not generate_kwargs["do_sample"]
+    output = model.generate(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        max_new_tokens=max_new_tokens or default_max_new_tokens(batch["input_ids"].shape[1]),
+        return_dict_in_generate=True,
+        output_scores=output_scores,
+        output_logits=output_scores and not beam_scores,
+        **generate_kwargs,
+    )
+    texts = tokenizer.batch_decode(output.sequences, skip_special_tokens=True)
+    scores: list[float] | None = None
+    if output_scores and beam_scores:
+        scores = output.sequences_scores.tolist()
+    elif output_scores:
+        eos = model.generation_config.eos_token_id
+        eos = eos[0] if isinstance(eos, list) else eos
+        scores = _mean_token_log_probs(model, output.sequences, output.logits, eos).tolist()
+    n_best = generate_kwargs["num_return_sequences"]
+    results = []
+    for first in range(0, len(texts), n_best):
+        rows = range(first, first + n_best)
+        if scores is None:
+            results.append(Translation(tuple(texts[row] for row in rows)))
+            continue
+        pairs = [(texts[row], float(scores[row])) for row in rows]
+        if generate_kwargs["do_sample"]:
+            pairs.sort(key=lambda pair: pair[1], reverse=True)
+        results.append(Translation(tuple(t for t, _ in pairs), tuple(s for _, s in pairs)))
+    return results
+
+
 def translate(
     model: GenerativeModel,
     tokenizer: Any,
     sentences: Sequence[str],
+    *,
     batch_size: int = 32,
-    num_beams: int = 5,
-    length_penalty: float = 1.0,
-    num_return_sequences: int = 1,
-    do_sample: bool = False,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    temperature: float | None = None,
-    max_new_tokens: int | None = None,
-    return_scores: bool = False,
     progress: bool = False,
-) -> list:
+    **generate_kwargs: Any,
+) -> list[Translation]:
     """Translate `sentences` in length-sorted batches; results come back in input order.
 
     Args:
@@ -266,80 +351,52 @@ def translate(
         tokenizer: its tokenizer (right padding is used whatever the tokenizer's default).
         sentences (`list[str]`): source sentences; empty strings are fine (encoded as `</s>` alone).
         batch_size (`int`, defaults to 32): sentences per `generate()` call.
-        num_beams (`int`, defaults to 5): beam width; 1 is greedy (or plain sampling with `do_sample`).
-        length_penalty (`float`, defaults to 1.0): beam score = sum log p / length ** length_penalty.
-        num_return_sequences (`int`, defaults to 1): n-best size (at most `num_beams` without sampling).
-        do_sample, top_k, top_p, temperature: sampling; `top_k`/`top_p`/`temperature` need `do_sample=True`.
-        max_new_tokens (`int`, *optional*): per-batch limit; defaults to `2 * S + 10` for the batch's
-            longest source of S tokens (`max_length`/`max_new_tokens` in the generation config are ignored).
-        return_scores (`bool`, defaults to `False`): also return a score per hypothesis: beam search's
-            `sequences_scores` (length-normalised log-probability), else the mean log-probability of the
-            chosen tokens up to `</s>`.
         progress (`bool`, defaults to `False`): show a tqdm bar on stderr.
+        **generate_kwargs: `generate()` options; None means "not given". Defaults: [`TRANSLATE_DEFAULTS`]
+            (beam search with `num_beams=5`, whatever the model's generation config says). Among them:
+            - `num_beams`: 1 is greedy (or plain sampling with `do_sample=True`);
+            - `length_penalty`: beam score = sum log p / length ** length_penalty;
+            - `num_return_sequences`: n-best size (at most `num_beams` without sampling);
+            - `do_sample`, `top_k`, `top_p`, `temperature`: sampling (the last three need `do_sample`);
+            - `max_new_tokens`: per-batch limit; defaults to `2 * S + 10` for the batch's longest source
+              of S tokens (`max_length`/`max_new_tokens` in the generation config are ignored);
+            - `output_scores`: also score each hypothesis (see [`Translation.scores`]).
 
     Returns:
-        One entry per sentence: a string, or a `(text, score)` pair with `return_scores`; with
-        `num_return_sequences > 1` a list of those, best first (sampled lists are sorted when scored).
+        One [`Translation`] per sentence, in input order.
+
+    Example:
+        >>> [t.text for t in translate(model, tokenizer, ["hola mundo"], num_beams=5)]
+        ['hello world']
+        >>> best = translate(model, tokenizer, ["hola mundo"], num_return_sequences=3, output_scores=True)[0]
+        >>> list(zip(best.texts, best.scores))  # best first
     """
-    if isinstance(sentences, str):
-        raise TypeError("`sentences` must be a list of strings; wrap a single sentence as [sentence].")
-    bad = next((i for i, s in enumerate(sentences) if not isinstance(s, str)), None)
-    if bad is not None:
-        raise TypeError(f"`sentences[{bad}]` is a {type(sentences[bad]).__name__}, expected str.")
+    _check_sentences(sentences)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if max_new_tokens is not None and max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
-    generation_kwargs = _generation_kwargs(
-        num_beams, length_penalty, num_return_sequences, do_sample, top_k, top_p, temperature
+    kwargs = _generation_kwargs(generate_kwargs)
+    max_new_tokens, output_scores = (
+        kwargs.pop("max_new_tokens", None),
+        bool(kwargs.pop("output_scores", False)),
     )
     if not sentences:
         return []
-    beam_scores = num_beams > 1 and not do_sample
 
     encodings = tokenizer(list(sentences))["input_ids"]
     order = sorted(range(len(sentences)), key=lambda i: len(encodings[i]), reverse=True)
-    results: list[Any] = [None] * len(sentences)
+    results: list[Translation | None] = [None] * len(sentences)
     from tqdm.auto import tqdm
 
     with tqdm(total=len(sentences), disable=not progress, file=sys.stderr, unit="sent") as bar:
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
-            batch = tokenizer.pad(
-                {"input_ids": [encodings[i] for i in indices]},
-                padding=True,
-                padding_side="right",
-                return_tensors="pt",
-            ).to(model.device)
-            source_length = batch["input_ids"].shape[1]
-            output = model.generate(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                max_new_tokens=max_new_tokens or default_max_new_tokens(source_length),
-                return_dict_in_generate=True,
-                output_scores=return_scores,
-                output_logits=return_scores and not beam_scores,
-                **generation_kwargs,
+            translations = _translate_batch(
+                model, tokenizer, [encodings[i] for i in indices], kwargs, max_new_tokens, output_scores
             )
-            texts = tokenizer.batch_decode(output.sequences, skip_special_tokens=True)
-            scores: list[float] | None = None
-            if return_scores:
-                if beam_scores:
-                    scores = output.sequences_scores.tolist()
-                else:
-                    eos = model.generation_config.eos_token_id
-                    eos = eos[0] if isinstance(eos, list) else eos
-                    scores = _mean_token_log_probs(model, output.sequences, output.logits, eos).tolist()
-            for position, index in enumerate(indices):
-                rows = range(position * num_return_sequences, (position + 1) * num_return_sequences)
-                hypotheses: list[Any] = [texts[row] for row in rows]
-                if scores is not None:
-                    hypotheses = [(texts[row], float(scores[row])) for row in rows]
-                    if do_sample:
-                        hypotheses.sort(key=lambda pair: pair[1], reverse=True)
-                results[index] = hypotheses if num_return_sequences > 1 else hypotheses[0]
+            for index, translation in zip(indices, translations, strict=True):
+                results[index] = translation
             bar.update(len(indices))
-    return results
+    return cast("list[Translation]", results)
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,6 +461,8 @@ def attention_for(
 
 
 __all__ = [
+    "TRANSLATE_DEFAULTS",
+    "Translation",
     "attention_for",
     "check_config_file",
     "check_model_type",

@@ -18,7 +18,7 @@ Example:
 >>> from hf_seq2seq_attn.modeling_ort import load_onnx_model_and_tokenizer
 >>> from hf_seq2seq_attn.inference import translate
 >>> model, tokenizer = load_onnx_model_and_tokenizer("outputs/demo-onnx")   # int8 graphs if exported
->>> translate(model, tokenizer, ["Y dijo Dios: Sea la luz."], num_beams=5)
+>>> [t.text for t in translate(model, tokenizer, ["Y dijo Dios: Sea la luz."], num_beams=5)]
 ```
 """
 

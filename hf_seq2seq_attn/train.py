@@ -359,7 +359,7 @@ def _score_test_split(
 
     if splits.test is None or splits.test_refs is None:
         return HeldOutScores({}, [])
-    predictions = translate(
+    results = translate(
         model,
         tokenizer,
         splits.test.sources,
@@ -369,6 +369,7 @@ def _score_test_split(
         max_new_tokens=data.max_target_length,
         progress=True,
     )
+    predictions = [result.text for result in results]
     with open(os.path.join(output_dir, "test_predictions.txt"), "w", encoding="utf-8") as handle:
         handle.writelines(p + "\n" for p in predictions)
     samples = list(zip(splits.test.sources, splits.test.targets, predictions, strict=True))

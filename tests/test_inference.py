@@ -9,7 +9,7 @@ from tiny_inference_model import SOURCES, build_tiny_model, save_tiny_model
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
 from hf_seq2seq_attn.data import group_references
-from hf_seq2seq_attn.inference import attention_for, load_model_and_tokenizer, translate
+from hf_seq2seq_attn.inference import Translation, attention_for, load_model_and_tokenizer, translate
 from hf_seq2seq_attn.modeling_seq2seq_attn import CACHE_NAME
 
 # Lengths differ, so sorting by length reorders them; "" exercises a source that is only </s>.
@@ -61,8 +61,10 @@ def test_translate_keeps_input_order_across_sorted_batches(loaded):
         translate(model, tokenizer, [sentence], num_beams=1, max_new_tokens=6)[0] for sentence in SENTENCES
     ]
     assert batched == one_by_one
-    assert all(isinstance(text, str) for text in batched)
-    assert len(set(batched)) > 1  # otherwise a shuffled order could not be noticed
+    assert all(isinstance(result, Translation) for result in batched)
+    assert all(isinstance(result.text, str) and result.texts == (result.text,) for result in batched)
+    assert all(result.scores is None and result.score is None for result in batched)  # none asked for
+    assert len({result.text for result in batched}) > 1  # otherwise a shuffled order could not be noticed
 
 
 def test_translate_empty_list_and_bad_inputs(loaded):
@@ -74,33 +76,39 @@ def test_translate_empty_list_and_bad_inputs(loaded):
         translate(model, tokenizer, SOURCES, num_beams=2, num_return_sequences=3)
     with pytest.raises(ValueError, match="do_sample"):
         translate(model, tokenizer, SOURCES, top_k=5)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        translate(model, tokenizer, SOURCES, max_new_tokens=0)
+    with pytest.raises(TypeError, match="output_logits"):
+        translate(model, tokenizer, SOURCES, output_logits=True)
+    with pytest.raises(TypeError, match="positional"):
+        translate(model, tokenizer, SOURCES, 2)  # batch_size and the generate() options are keywords
 
 
 def test_beam_nbest_shapes_and_descending_scores(loaded):
     model, tokenizer = loaded
     results = translate(
-        model, tokenizer, SENTENCES, batch_size=2, num_beams=4, num_return_sequences=3, return_scores=True
+        model, tokenizer, SENTENCES, batch_size=2, num_beams=4, num_return_sequences=3, output_scores=True
     )
     assert len(results) == len(SENTENCES)
     for nbest in results:
-        assert len(nbest) == 3
-        texts, scores = zip(*nbest, strict=True)
-        assert all(isinstance(text, str) for text in texts)
-        assert list(scores) == sorted(scores, reverse=True)
-        assert all(score < 0 for score in scores)
+        assert len(nbest.texts) == 3 and nbest.scores is not None and len(nbest.scores) == 3
+        assert all(isinstance(text, str) for text in nbest.texts)
+        assert list(nbest.scores) == sorted(nbest.scores, reverse=True)
+        assert all(score < 0 for score in nbest.scores)
+        assert (nbest.text, nbest.score) == (nbest.texts[0], nbest.scores[0])
     plain = translate(model, tokenizer, SENTENCES, batch_size=2, num_beams=4, num_return_sequences=3)
-    assert plain == [[text for text, _ in nbest] for nbest in results]
+    assert [nbest.texts for nbest in plain] == [nbest.texts for nbest in results]
+    assert all(nbest.scores is None for nbest in plain)
     # The best beam hypothesis is what plain beam search returns.
     best = translate(model, tokenizer, SENTENCES, batch_size=2, num_beams=4)
-    assert best == [nbest[0][0] for nbest in results]
+    assert [result.texts for result in best] == [(nbest.text,) for nbest in results]
 
 
 def test_greedy_score_is_mean_token_log_prob_under_teacher_forcing(loaded):
     model, tokenizer = loaded
     sentence = "el gato negro"
-    ((text, score),) = translate(
-        model, tokenizer, [sentence], num_beams=1, max_new_tokens=6, return_scores=True
-    )
+    (result,) = translate(model, tokenizer, [sentence], num_beams=1, max_new_tokens=6, output_scores=True)
+    text, score = result.text, result.score
     sequence = model.generate(**tokenizer([sentence], return_tensors="pt"), max_new_tokens=6)[0]  # (1 + T,)
     generated = sequence[1:]
     eos = (generated == tokenizer.eos_token_id).nonzero()
@@ -129,7 +137,7 @@ def test_greedy_and_sampled_scores_with_a_separate_decoder_vocabulary(decoder_vo
             num_beams=1,
             do_sample=do_sample,
             max_new_tokens=5,
-            return_scores=True,
+            output_scores=True,
         )
         torch.manual_seed(1)  # the same samples again, from generate() itself
         sequences = model.generate(**batch, do_sample=do_sample, num_beams=1, max_new_tokens=5)  # (B, 1 + T)
@@ -137,7 +145,8 @@ def test_greedy_and_sampled_scores_with_a_separate_decoder_vocabulary(decoder_vo
             logits = model(**batch, decoder_input_ids=sequences[:, :-1]).logits  # (B, T, decoder V)
         assert logits.shape[-1] == decoder_vocab_size
         log_probs = torch.log_softmax(logits, dim=-1).gather(2, sequences[:, 1:, None])[..., 0]  # (B, T)
-        for row, (text, score) in enumerate(scored):
+        for row, result in enumerate(scored):
+            text, score = result.text, result.score
             generated = sequences[row, 1:]
             ends = (generated == tokenizer.eos_token_id).nonzero()
             length = int(ends[0]) + 1 if len(ends) else len(generated)
@@ -158,12 +167,12 @@ def test_sampling_nbest_is_scored_and_sorted(loaded):
         top_p=0.9,
         temperature=1.5,
         num_return_sequences=3,
-        return_scores=True,
+        output_scores=True,
     )
-    assert [len(nbest) for nbest in results] == [3] * len(SOURCES)
+    assert [len(nbest.texts) for nbest in results] == [3] * len(SOURCES)
     for nbest in results:
-        scores = [score for _, score in nbest]
-        assert scores == sorted(scores, reverse=True)
+        assert nbest.scores is not None and len(nbest.scores) == 3
+        assert list(nbest.scores) == sorted(nbest.scores, reverse=True)
 
 
 def test_progress_bar_goes_to_stderr(loaded, capsys):
@@ -184,7 +193,7 @@ def test_attention_for_matches_the_greedy_translation(num_heads):
     assert isinstance(weights, np.ndarray)
     assert weights.shape == (num_heads, len(output_tokens), len(source_tokens))
     np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-5)
-    expected = translate(model, tokenizer, [sentence], num_beams=1, max_new_tokens=7)[0]
+    expected = translate(model, tokenizer, [sentence], num_beams=1, max_new_tokens=7)[0].text
     words = [token for token in output_tokens if token != "</s>"]
     assert " ".join(words) == expected
     assert 1 <= len(output_tokens) <= 7

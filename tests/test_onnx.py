@@ -284,22 +284,14 @@ def test_translation_pipeline_and_translate_with_onnx_model(tmp_path):
     assert got == expected
     options: tuple[dict[str, Any], ...] = (
         dict(num_beams=1),
-        dict(num_beams=3, num_return_sequences=2, return_scores=True),
+        dict(num_beams=3, num_return_sequences=2, output_scores=True),
     )
     for kwargs in options:
-        got_texts = translate(onnx_model, onnx_tokenizer, SOURCES, max_new_tokens=6, **kwargs)
-        expected_texts = translate(model, tokenizer, SOURCES, max_new_tokens=6, **kwargs)
-        if kwargs.get("return_scores"):
-            assert [[text for text, _ in row] for row in got_texts] == [
-                [text for text, _ in row] for row in expected_texts
-            ]
-            np.testing.assert_allclose(
-                [[score for _, score in row] for row in got_texts],
-                [[score for _, score in row] for row in expected_texts],
-                atol=ATOL,
-            )
-        else:
-            assert got_texts == expected_texts
+        got = translate(onnx_model, onnx_tokenizer, SOURCES, max_new_tokens=6, **kwargs)
+        expected = translate(model, tokenizer, SOURCES, max_new_tokens=6, **kwargs)
+        assert [t.texts for t in got] == [t.texts for t in expected]
+        if kwargs.get("output_scores"):
+            np.testing.assert_allclose([t.scores for t in got], [t.scores for t in expected], atol=ATOL)
 
 
 def test_cli_export_writes_a_self_contained_folder(tmp_path, capsys):

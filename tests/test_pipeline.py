@@ -46,7 +46,7 @@ def test_save_pretrained_writes_the_pipeline(folder):
 def test_direct_pipeline_outputs(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     translator = Seq2SeqAttnTranslationPipeline(model=model, tokenizer=tokenizer, device="cpu")
-    expected = translate(model, tokenizer, SOURCES, num_beams=1, max_new_tokens=8)
+    expected = [t.text for t in translate(model, tokenizer, SOURCES, num_beams=1, max_new_tokens=8)]
 
     single = translator(SOURCES[0])
     assert single == [{"translation_text": expected[0]}]
@@ -57,7 +57,7 @@ def test_direct_pipeline_outputs(model_and_tokenizer):
     expected_nbest = translate(
         model, tokenizer, SOURCES[:2], num_beams=3, num_return_sequences=2, max_new_tokens=5
     )
-    assert nbest == [[{"translation_text": text} for text in texts] for texts in expected_nbest]
+    assert nbest == [[{"translation_text": text} for text in t.texts] for t in expected_nbest]
     assert translator("hola mundo", max_new_tokens=1)[0]["translation_text"].count(" ") == 0
     with pytest.raises(TypeError, match="strings"):
         translator(42)
@@ -129,10 +129,11 @@ def test_pipeline_from_folder_in_fresh_process_without_the_package(folder, model
     assert result["pipeline_module"].endswith(".pipeline_seq2seq_attn")
     assert result["model_module"].endswith(".modeling_seq2seq_attn")
 
-    expected = translate(model, tokenizer, SOURCES, num_beams=1, max_new_tokens=8)  # same weights as saved
+    # The same weights as saved.
+    expected = [t.text for t in translate(model, tokenizer, SOURCES, num_beams=1, max_new_tokens=8)]
     assert result["single"] == [{"translation_text": expected[0]}]
     assert result["many"] == [{"translation_text": text} for text in expected[:2]]
     expected_nbest = translate(
         model, tokenizer, [SOURCES[0]], num_beams=2, num_return_sequences=2, max_new_tokens=8
     )
-    assert result["nbest"] == [{"translation_text": text} for text in expected_nbest[0]]
+    assert result["nbest"] == [{"translation_text": text} for text in expected_nbest[0].texts]
