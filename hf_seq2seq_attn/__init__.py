@@ -9,7 +9,7 @@ that `seq2seq-attn --help` answers at once (PEP 562 `__getattr__`, as transforme
 registration ([`_register`]) still happens before anyone can use it:
 
 - accessing a public name (`from hf_seq2seq_attn import Seq2SeqAttnConfig`) registers first;
-- importing a model module directly (`from hf_seq2seq_attn.modeling_seq2seq_attn import ...`), or
+- importing a model module directly (`from hf_seq2seq_attn.core.modeling_seq2seq_attn import ...`), or
   importing transformers after this package (`import hf_seq2seq_attn` then `AutoModelForSeq2SeqLM`),
   registers right after that import finishes, through a one-shot import hook ([`_RegisterAfterImport`]);
 - if transformers is already imported when this package is, it registers at once.
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from .configuration_seq2seq_attn import Seq2SeqAttnConfig
-    from .modeling_seq2seq_attn import (
+    from .core.configuration_seq2seq_attn import Seq2SeqAttnConfig
+    from .core.modeling_seq2seq_attn import (
         Seq2SeqAttnCache,
         Seq2SeqAttnForConditionalGeneration,
         Seq2SeqAttnModel,
@@ -38,15 +38,17 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+from . import _moved  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 # Public name -> the submodule defining it.
 _PUBLIC_NAMES: dict[str, str] = {
-    "Seq2SeqAttnCache": "modeling_seq2seq_attn",
-    "Seq2SeqAttnConfig": "configuration_seq2seq_attn",
-    "Seq2SeqAttnForConditionalGeneration": "modeling_seq2seq_attn",
-    "Seq2SeqAttnModel": "modeling_seq2seq_attn",
-    "Seq2SeqAttnPreTrainedModel": "modeling_seq2seq_attn",
+    "Seq2SeqAttnCache": "core.modeling_seq2seq_attn",
+    "Seq2SeqAttnConfig": "core.configuration_seq2seq_attn",
+    "Seq2SeqAttnForConditionalGeneration": "core.modeling_seq2seq_attn",
+    "Seq2SeqAttnModel": "core.modeling_seq2seq_attn",
+    "Seq2SeqAttnPreTrainedModel": "core.modeling_seq2seq_attn",
 }
 __all__ = [  # a literal, so linters and type checkers read it
     "Seq2SeqAttnCache",
@@ -74,8 +76,8 @@ def _register() -> None:
         _RegisterAfterImport.uninstall()  # first: the imports below would come back through it
         from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
-        from .configuration_seq2seq_attn import Seq2SeqAttnConfig
-        from .modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration, Seq2SeqAttnModel
+        from .core.configuration_seq2seq_attn import Seq2SeqAttnConfig
+        from .core.modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration, Seq2SeqAttnModel
 
         AutoConfig.register(Seq2SeqAttnConfig.model_type, Seq2SeqAttnConfig, exist_ok=True)
         AutoModel.register(Seq2SeqAttnConfig, Seq2SeqAttnModel, exist_ok=True)
@@ -100,7 +102,11 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
     """
 
     WATCHED = frozenset(
-        {"transformers", f"{__name__}.configuration_seq2seq_attn", f"{__name__}.modeling_seq2seq_attn"}
+        {
+            "transformers",
+            f"{__name__}.core.configuration_seq2seq_attn",
+            f"{__name__}.core.modeling_seq2seq_attn",
+        }
     )
 
     @classmethod
@@ -164,6 +170,8 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), *_PUBLIC_NAMES})
 
+
+_moved.install(__name__)  # the flat layout's module names keep working
 
 if "transformers" in sys.modules:
     _register()  # nothing left to hook: transformers' Auto classes may be used right away

@@ -19,30 +19,39 @@ needs once its options are parsed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
-    from .inference import Translation
+    from .tools.inference import Translation
 
 # name -> ("module:function", one-line help). Modules are imported only when their command runs, so
 # `seq2seq-attn translate` does not pay for the trainer, and optional extras are needed only by their command.
+from .tools.options import (  # noqa: E402  (re-exported: the commands' shared options)
+    add_generation_arguments,
+    add_model_arguments,
+    generation_kwargs_from_args,
+)
+
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("train:main", "train a model from a recipe and/or options, then test, save and plot it"),
+    "train": (
+        "training.train:main",
+        "train a model from a recipe and/or options, then test, save and plot it",
+    ),
     "recipes": ("cli:recipes_main", "list the shipped recipes or print one (to copy and edit)"),
     "translate": ("cli:translate_main", "translate sentences, one per line"),
     "evaluate": ("cli:evaluate_main", "score a model on a test file (BLEU/chrF, or WER/PER for G2P)"),
     "plot": ("cli:plot_main", "draw the attention of one translation as a heat-map"),
     "benchmark": ("benchmark:main", "time training and generation, with ratios measured in the same run"),
-    "export": ("onnx_export:main", "export to ONNX Runtime graphs, optionally int8 ([onnx] extra)"),
-    "average": ("averaging:main", "average checkpoints into one model folder"),
-    "g2p": ("g2p:main", "pronounce words: lexicon first, the model for the rest, n-best with probabilities"),
+    "export": ("serving.onnx_export:main", "export to ONNX Runtime graphs, optionally int8 ([onnx] extra)"),
+    "average": ("tools.averaging:main", "average checkpoints into one model folder"),
+    "g2p": (
+        "tools.g2p:main",
+        "pronounce words: lexicon first, the model for the rest, n-best with probabilities",
+    ),
     "explore": ("explorer:main", "open the interactive attention explorer in the browser ([app] extra)"),
 }
 
@@ -82,97 +91,14 @@ def _fail(error: Exception) -> int:
     return 2
 
 
-# --------------------------------------------------------------------------------------------
-# Options shared by the inference commands
-# --------------------------------------------------------------------------------------------
-def add_model_arguments(
-    parser: argparse.ArgumentParser,
-    model_help: str = "model folder (save_pretrained, or `export` output) or cached Hub id",
-    backend: bool = True,
-) -> None:
-    """`--model`, `--device` and (unless `backend=False`) `--backend`: which model runs, where, and on what."""
-    parser.add_argument("--model", required=True, help=model_help)
-    if not backend:  # commands that need the torch model itself (attention maps, scores by beam)
-        parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
-        return
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (pytorch backend)")
-    parser.add_argument(
-        "--backend",
-        choices=("pytorch", "onnx"),
-        default="pytorch",
-        help="pytorch (a saved model folder) or onnx (a folder written by `seq2seq-attn export`, [onnx] extra)",
-    )
-
-
-@dataclass(frozen=True)
-class GenerationOption:
-    """One decoding option of the command line, and the [`inference.translate`] keyword it sets."""
-
-    flag: str  # `--flag`, and the attribute of the parsed arguments
-    keyword: str  # `translate()` keyword: `batch_size`, or a `generate()` option
-    type: type  # `bool` is an on/off switch (`store_true`)
-    default: Any  # None: not given, so `translate()` (or the command) decides
-    help: str
-
-
-# The decoding options of every inference command, defined once: [`add_generation_arguments`] adds them to a
-# parser, [`generation_kwargs_from_args`] turns the parsed values into `translate()` keywords.
-GENERATION_OPTIONS: tuple[GenerationOption, ...] = (
-    GenerationOption("batch_size", "batch_size", int, 32, "sentences per generate() call"),
-    GenerationOption("num_beams", "num_beams", int, 5, "beam width (1 = greedy)"),
-    GenerationOption("length_penalty", "length_penalty", float, 1.0, "beam score = log p / length**this"),
-    GenerationOption(
-        "n_best", "num_return_sequences", int, 1, "hypotheses per sentence (<= num_beams unless sampling)"
-    ),
-    GenerationOption("do_sample", "do_sample", bool, False, "sample instead of searching"),
-    GenerationOption("top_k", "top_k", int, None, "sample from the k most likely tokens"),
-    GenerationOption("top_p", "top_p", float, None, "nucleus sampling threshold"),
-    GenerationOption("temperature", "temperature", float, None, "sampling temperature"),
-    GenerationOption(
-        "max_new_tokens", "max_new_tokens", int, None, "output length limit (default: 2 * source tokens + 10)"
-    ),
-)
-
-
-def add_generation_arguments(
-    parser: argparse.ArgumentParser,
-    flags: Sequence[str] | None = None,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
-) -> None:
-    """Add [`GENERATION_OPTIONS`] (all, or those named in `flags`) to a command's parser, in a "generation" group.
-
-    Args:
-        flags: the options this command offers (default: all of them).
-        overrides: per flag, the `GenerationOption` fields this command changes, e.g.
-            `{"num_beams": {"default": 1, "help": "beam width of the translation shown"}}`.
-    """
-    unknown = set(flags or ()) - {option.flag for option in GENERATION_OPTIONS}
-    assert not unknown, f"not generation options: {sorted(unknown)}"  # a typo in this package's code
-    group = parser.add_argument_group("generation")
-    for option in GENERATION_OPTIONS:
-        if flags is not None and option.flag not in flags:
-            continue
-        option = dataclasses.replace(option, **(overrides or {}).get(option.flag, {}))
-        if option.type is bool:
-            group.add_argument(f"--{option.flag}", action="store_true", help=option.help)
-        else:
-            group.add_argument(f"--{option.flag}", type=option.type, default=option.default, help=option.help)
-
-
-def generation_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The [`inference.translate`] keywords of the generation options in `args` that have a value."""
-    values = {option.keyword: getattr(args, option.flag, None) for option in GENERATION_OPTIONS}
-    return {keyword: value for keyword, value in values.items() if value is not None}
-
-
 def load_for_inference(args: argparse.Namespace):
     """`(model, tokenizer)` for `--model` on `--backend` (pytorch for a command without that option).
 
     Raises `ValueError` for a `--device` the backend cannot use.
     """
     if getattr(args, "backend", "pytorch") == "onnx":
-        from .inference import resolve_device
-        from .modeling_ort import load_onnx_model_and_tokenizer
+        from .serving.modeling_ort import load_onnx_model_and_tokenizer
+        from .tools.inference import resolve_device
 
         # The ONNX sessions run on the CPU: a GPU asked for would otherwise be ignored without a word.
         if resolve_device(args.device).type != "cpu":
@@ -181,7 +107,7 @@ def load_for_inference(args: argparse.Namespace):
                 "--backend pytorch."
             )
         return load_onnx_model_and_tokenizer(args.model)
-    from .inference import load_model_and_tokenizer
+    from .tools.inference import load_model_and_tokenizer
 
     return load_model_and_tokenizer(args.model, device=args.device)
 
@@ -207,7 +133,7 @@ as JSON. A progress bar goes to stderr when reading a file.
 
 def read_sentences(path: str | None) -> list[str]:
     """One sentence per line of `path` (stdin when None); a non-UTF-8 line is reported by number."""
-    from .data import utf8_lines
+    from .training.data import utf8_lines
 
     raw: list[bytes] | list[str]
     if path is None:
@@ -259,7 +185,7 @@ def translate_main(argv: list[str] | None = None) -> int:
     )
     add_generation_arguments(parser)
     args = parser.parse_args(argv)
-    from .inference import translate
+    from .tools.inference import translate
 
     try:
         sentences = read_sentences(args.input)
@@ -287,7 +213,7 @@ def translate_main(argv: list[str] | None = None) -> int:
 
 
 def _print_alignments(model, tokenizer, sentences: list[str], args: argparse.Namespace) -> int:
-    from .alignment import align, format_line
+    from .tools.alignment import align, format_line
 
     if args.n_best != 1 or args.do_sample:
         raise ValueError(
@@ -342,8 +268,8 @@ def write_predictions(
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
-    from .data import BAD_ROW_POLICIES, group_references, read_parallel
-    from .metrics import TASKS, task_metrics
+    from .tools.metrics import TASKS, task_metrics
+    from .training.data import BAD_ROW_POLICIES, group_references, read_parallel
 
     parser = _parser("evaluate", EVALUATE_DOC)
     add_model_arguments(parser)
@@ -362,7 +288,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n_best != 1:
         return _fail(ValueError("--n_best must be 1 when evaluating (one prediction per source)."))
-    from .inference import translate
+    from .tools.inference import translate
 
     try:
         data = read_parallel(
@@ -417,8 +343,8 @@ def plot_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.num_beams < 1:
         return _fail(ValueError(f"--num_beams must be >= 1, got {args.num_beams}."))
-    from .inference import attention_for
-    from .plotting import plot_attention
+    from .tools.inference import attention_for
+    from .tools.plotting import plot_attention
 
     try:
         model, tokenizer = load_for_inference(args)
@@ -451,35 +377,9 @@ RECIPES_DOC = """List the recipes shipped with the package, or print one to copy
 """
 
 
-# Here rather than in `arguments` (which `train` uses): listing recipes must not import transformers.
-RECIPE_DIR = Path(__file__).parent / "recipes"
-
-
-def recipe_names() -> list[str]:
-    """Names of the recipes shipped with the package."""
-    return sorted(path.stem for path in RECIPE_DIR.glob("*.yaml"))
-
-
-def recipe_path(name_or_path: str) -> Path:
-    """A shipped recipe by name, or a YAML file of the user's own.
-
-    Raises:
-        `DataError`: neither a shipped recipe nor an existing file.
-    """
-    from .data import DataError
-
-    if name_or_path in recipe_names():
-        return RECIPE_DIR / f"{name_or_path}.yaml"
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    raise DataError(
-        f"--recipe {name_or_path!r}: not a shipped recipe ({', '.join(recipe_names())}) nor a YAML file."
-    )
-
-
 def recipes_main(argv: list[str] | None = None) -> int:
-    from .data import DataError
+    from .training.data import DataError
+    from .training.recipes import recipe_names, recipe_path
 
     parser = _parser("recipes", RECIPES_DOC)
     parser.add_argument("--show", default=None, metavar="NAME", help="print this recipe's file")

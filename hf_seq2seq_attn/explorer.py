@@ -13,7 +13,7 @@ The page is built from pure functions that are tested without a browser:
   scores) and the attention `(N, T, S)` behind each, beam hypotheses followed through `beam_indices`;
 - [`head_matrix`], [`heatmap_html`]: one head (or the mean of the heads) as an HTML table whose rows are
   the output tokens and whose columns are the source tokens;
-- [`alignment_html`]: the word alignment of [`hf_seq2seq_attn.alignment`] (when that module is present);
+- [`alignment_html`]: the word alignment of [`hf_seq2seq_attn.core.alignment_seq2seq_attn`];
 - [`formula_markdown`]: the score function (equation and paper from its class in the modeling file),
   decoder style and sizes read from the config;
 - [`translate`], [`rerender`], [`change_model`]: the page's event handlers, plain functions of the
@@ -39,18 +39,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .inference import (
+from .core.alignment_seq2seq_attn import alignment_from_attention, eos_ids
+from .core.modeling_seq2seq_attn import ATTENTION_SCORES
+from .tools.inference import (
     check_model_type,
     default_max_new_tokens,
     load_model_and_tokenizer,
     looks_like_path,
 )
-from .modeling_seq2seq_attn import ATTENTION_SCORES
 
 logger = logging.getLogger(__name__)
 
@@ -147,16 +149,6 @@ def encode_source(tokenizer: Any, text: str) -> tuple[list[int], list[str]]:
         )
         ids = kept
     return ids, notices
-
-
-def _eos_ids(model: Any) -> set[int]:
-    """The ids that end a hypothesis: the generation config's `eos_token_id`, else the model config's."""
-    eos = model.generation_config.eos_token_id
-    if eos is None:
-        eos = model.config.eos_token_id
-    if eos is None:
-        return set()
-    return {int(i) for i in eos} if isinstance(eos, list) else {int(eos)}
 
 
 def _generated_length(ids: Sequence[int], eos_ids: set[int]) -> int:
@@ -270,10 +262,8 @@ def explore(
     _check_explore_arguments(text, num_beams)
     source_ids, notices = encode_source(tokenizer, text)
     output = _generate(model, source_ids, num_beams, max_new_tokens)
-    eos_ids = _eos_ids(model)
-    found = (
-        _hypothesis(tokenizer, output, r, num_beams > 1, eos_ids) for r in range(output.sequences.shape[0])
-    )
+    ends = eos_ids(model)
+    found = (_hypothesis(tokenizer, output, r, num_beams > 1, ends) for r in range(output.sequences.shape[0]))
     return Exploration(
         source_ids=list(source_ids),
         source_tokens=tokenizer.convert_ids_to_tokens(source_ids),
@@ -379,24 +369,13 @@ def heatmap_html(
     return "".join(parts)
 
 
-def _alignment_module() -> Any | None:
-    """`hf_seq2seq_attn.alignment` when this version of the package has it, else None."""
-    try:
-        return importlib.import_module(f"{__package__}.alignment")
-    except ImportError:
-        return None
-
-
 def hypothesis_alignment(
     tokenizer: Any, exploration: Exploration, index: int = 0, head: int | None = None
 ) -> Any | None:
     """The word alignment of hypothesis `index` from its own attention (None without the alignment module)."""
-    module = _alignment_module()
-    if module is None or not hasattr(module, "alignment_from_attention"):
-        return None
     hypothesis = exploration.hypotheses[index]
     weights = np.ascontiguousarray(hypothesis.attention.transpose(1, 0, 2))  # (T, N, S)
-    return module.alignment_from_attention(
+    return alignment_from_attention(
         tokenizer,
         exploration.source_ids,
         hypothesis.token_ids,
@@ -409,7 +388,7 @@ def hypothesis_alignment(
 def alignment_html(alignment: Any | None) -> str:
     """The hard word links (`Alignment.pairs`) as a small table plus their Pharaoh string."""
     if alignment is None:
-        return "<p><em>Word alignments need <code>hf_seq2seq_attn.alignment</code>, not in this version.</em></p>"
+        return "<p><em>Word alignments need <code>hf_seq2seq_attn.tools.alignment</code>, not in this version.</em></p>"
     if not alignment.pairs:
         return "<p><em>No word links (the translation has no words).</em></p>"
     rows = "".join(
@@ -910,7 +889,7 @@ def _copy_model_folder(folder: str, destination: str) -> list[str]:
     pickle, training state, predictions or path of this machine goes with the model. An earlier copy is
     replaced, not merged: files a previous version copied there would otherwise be uploaded with the Space.
     """
-    from .hub import copy_shared_files
+    from .tools.hub import copy_shared_files
 
     shutil.rmtree(destination, ignore_errors=True)
     return copy_shared_files(folder, destination)
@@ -930,13 +909,20 @@ def _space_requirements() -> list[str]:
 
 
 def _vendor_package(output_dir: str) -> list[str]:
-    """Copy this package's modules into the Space, so it runs where the package is not published."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    destination = os.path.join(output_dir, "hf_seq2seq_attn")
-    os.makedirs(destination, exist_ok=True)
-    names = sorted(name for name in os.listdir(package) if name.endswith(".py"))
+    """Copy this package's modules into the Space, so it runs where the package is not published.
+
+    Every `.py` file of the package and its subpackages, but not the benchmark, which the app never runs.
+    """
+    package = Path(__file__).resolve().parent
+    names = sorted(
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if path.relative_to(package).parts[0] != "benchmark"
+    )
     for name in names:
-        shutil.copy2(os.path.join(package, name), os.path.join(destination, name))
+        destination = Path(output_dir) / "hf_seq2seq_attn" / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(package / name, destination)
     return [f"hf_seq2seq_attn/{name}" for name in names]
 
 

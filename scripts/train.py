@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a model: the same as `seq2seq-attn train` (see `hf_seq2seq_attn/train.py`).
+"""Train a model: the same as `seq2seq-attn train` (see `hf_seq2seq_attn/training/train.py`).
 
 python scripts/train.py --recipe demo
 """

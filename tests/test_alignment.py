@@ -10,7 +10,8 @@ from tiny_inference_model import SOURCES, build_tiny_model
 from transformers import Seq2SeqTrainingArguments
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.alignment import (
+from hf_seq2seq_attn.core.tokenization_seq2seq_attn import train_tokenizer
+from hf_seq2seq_attn.tools.alignment import (
     Alignment,
     align,
     alignment_error_rate,
@@ -24,8 +25,7 @@ from hf_seq2seq_attn.alignment import (
     select_head,
     token_words,
 )
-from hf_seq2seq_attn.tokenization_seq2seq_attn import train_tokenizer
-from hf_seq2seq_attn.training import Seq2SeqAttnTrainer
+from hf_seq2seq_attn.training.trainer import Seq2SeqAttnTrainer
 
 SPECIALS = {0, 1, 2}  # <pad>, <s>, </s>; <unk> (3) stands for a source word
 
@@ -199,7 +199,7 @@ def test_empty_source_and_bad_arguments():
 
 
 def test_pipeline_returns_alignments():
-    from hf_seq2seq_attn.pipeline_seq2seq_attn import Seq2SeqAttnTranslationPipeline
+    from hf_seq2seq_attn.core.pipeline_seq2seq_attn import Seq2SeqAttnTranslationPipeline
 
     model, tokenizer = build_tiny_model()
     translator = Seq2SeqAttnTranslationPipeline(model=model, tokenizer=tokenizer)

@@ -42,8 +42,8 @@ def onnx_installed() -> bool:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
 
-        from hf_seq2seq_attn.modeling_ort import Seq2SeqAttnOnnxModel  # noqa: F401
-        from hf_seq2seq_attn.onnx_export import export_onnx  # noqa: F401
+        from hf_seq2seq_attn.serving.modeling_ort import Seq2SeqAttnOnnxModel  # noqa: F401
+        from hf_seq2seq_attn.serving.onnx_export import export_onnx  # noqa: F401
     except ImportError:
         return False
     return True
@@ -140,7 +140,7 @@ def test_compare_times_our_onnx_latency_against_their_pytorch_latency(capsys, tm
         REPO / "hf_seq2seq_attn", tmp_path / "hf_seq2seq_attn", ignore=shutil.ignore_patterns("__pycache__")
     )
     for name in ("onnx_export.py", "modeling_ort.py"):
-        (tmp_path / "hf_seq2seq_attn" / name).unlink()
+        (tmp_path / "hf_seq2seq_attn" / "serving" / name).unlink()
     argv = [*QUICK, "--repeats", "2", "--only", "onnx_fp32,onnx_int8", "--compare_with", str(tmp_path)]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()

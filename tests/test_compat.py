@@ -8,7 +8,7 @@ import sys
 from tiny_inference_model import save_tiny_model
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-from hf_seq2seq_attn.modeling_seq2seq_attn import CACHE_NAME
+from hf_seq2seq_attn.core.modeling_seq2seq_attn import CACHE_NAME
 
 
 def test_cache_name_is_the_installed_transformers_field():

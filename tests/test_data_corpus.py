@@ -1,4 +1,4 @@
-"""hf_seq2seq_attn.corpus: the training split as Arrow files (cached, memory-mapped, read in batches) or a
+"""hf_seq2seq_attn.training.corpus: the training split as Arrow files (cached, memory-mapped, read in batches) or a
 stream, with the list reader's rows, checks and messages, and a Trainer that never decodes every row."""
 
 import gzip
@@ -15,7 +15,8 @@ import pytest
 from test_train import TINY, write_pairs
 
 from hf_seq2seq_attn import corpus
-from hf_seq2seq_attn.corpus import (
+from hf_seq2seq_attn.core.tokenization_seq2seq_attn import train_tokenizer
+from hf_seq2seq_attn.training.corpus import (
     LENGTH_COLUMN,
     MODEL_COLUMNS,
     ArrowPairs,
@@ -28,9 +29,8 @@ from hf_seq2seq_attn.corpus import (
     tokenize,
     train_corpus_tokenizer,
 )
-from hf_seq2seq_attn.data import DataError, ParallelData, bundled_path, load_splits, read_parallel
-from hf_seq2seq_attn.tokenization_seq2seq_attn import train_tokenizer
-from hf_seq2seq_attn.train import main as train_main
+from hf_seq2seq_attn.training.data import DataError, ParallelData, bundled_path, load_splits, read_parallel
+from hf_seq2seq_attn.training.train import main as train_main
 
 COLUMNS = ("source", "target", None, None)
 
@@ -248,7 +248,7 @@ def test_cache_names_are_the_same_in_another_process(pairs_file, cache):
         f"""
         import datasets
         datasets.config.HF_DATASETS_CACHE = {str(cache.parent)!r}
-        from hf_seq2seq_attn.corpus import read_arrow_pairs, tokenize, train_corpus_tokenizer
+        from hf_seq2seq_attn.training.corpus import read_arrow_pairs, tokenize, train_corpus_tokenizer
         pairs = read_arrow_pairs({pairs_file!r}, ("source", "target", None, None))
         tokenizer = train_corpus_tokenizer(pairs, "word", 60, 16)
         print(tokenize(pairs, tokenizer, 16, 16).cache_files[0]["filename"])
@@ -304,7 +304,7 @@ def test_length_grouping_reads_the_length_column_as_a_list(pairs_file, tmp_path)
     from transformers import Seq2SeqTrainingArguments
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from hf_seq2seq_attn.training import Seq2SeqAttnTrainer
+    from hf_seq2seq_attn.training.trainer import Seq2SeqAttnTrainer
 
     pairs = read_arrow_pairs(pairs_file, COLUMNS)
     dataset = tokenize(pairs, word_tokenizer(read_parallel(pairs_file)), 128, 128)

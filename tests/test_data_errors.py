@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hf_seq2seq_attn.data import DataError, bundled_path, read_parallel
+from hf_seq2seq_attn.training.data import DataError, bundled_path, read_parallel
 
 
 def write(path, text: str | bytes):
@@ -100,7 +100,7 @@ def test_hub_dataset_rows_get_the_same_checks():
     """train.py feeds `datasets` splits (Hub data) through the same record checks as local files."""
     from datasets import Dataset
 
-    from hf_seq2seq_attn.data import pairs_from_records
+    from hf_seq2seq_attn.training.data import pairs_from_records
 
     rows = Dataset.from_dict({"translation": [{"es": "hola", "en": "hello"}, {"es": "", "en": "x"}]})
     with pytest.raises(DataError, match=r"opus:train:2: empty source"):

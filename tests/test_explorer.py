@@ -17,7 +17,8 @@ import torch
 from tiny_inference_model import build_tiny_model, save_tiny_model
 
 from hf_seq2seq_attn import explorer
-from hf_seq2seq_attn.configuration_seq2seq_attn import DECODER_STYLES
+from hf_seq2seq_attn.core.configuration_seq2seq_attn import DECODER_STYLES
+from hf_seq2seq_attn.core.modeling_seq2seq_attn import ATTENTION_SCORES
 from hf_seq2seq_attn.explorer import (
     Exploration,
     ModelCache,
@@ -37,8 +38,7 @@ from hf_seq2seq_attn.explorer import (
     translate,
     write_space,
 )
-from hf_seq2seq_attn.inference import check_model_type
-from hf_seq2seq_attn.modeling_seq2seq_attn import ATTENTION_SCORES
+from hf_seq2seq_attn.tools.inference import check_model_type
 
 SOURCE = "el gato negro come hola"
 # Float32 attention recomputed by a teacher-forced forward instead of cached decoding steps: the same
@@ -265,7 +265,7 @@ def test_heatmap_html_escapes_tokens_and_checks_shapes():
 
 
 def test_alignment_of_the_chosen_hypothesis():
-    alignment_module = pytest.importorskip("hf_seq2seq_attn.alignment")
+    alignment_module = pytest.importorskip("hf_seq2seq_attn.tools.alignment")
     model, tokenizer = sharp_model(num_attention_heads=2)
     exploration = explore(model, tokenizer, SOURCE, num_beams=3, max_new_tokens=8)
     for index in range(3):
@@ -445,7 +445,7 @@ def test_write_space_runs_the_app_offline(tmp_path):
         "model/model.safetensors",
         "model/tokenizer.json",
         "hf_seq2seq_attn/explorer.py",
-        "hf_seq2seq_attn/modeling_seq2seq_attn.py",
+        "hf_seq2seq_attn/core/modeling_seq2seq_attn.py",
     } <= set(written)
     assert not (space / "model" / "training_args.bin").exists()
     requirements = (space / "requirements.txt").read_text().splitlines()

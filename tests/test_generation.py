@@ -8,7 +8,7 @@ from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.modeling_seq2seq_attn import CACHE_NAME
+from hf_seq2seq_attn.core.modeling_seq2seq_attn import CACHE_NAME
 
 
 @pytest.fixture(
@@ -208,7 +208,7 @@ def test_generate_outputs_are_ordinary_tensors_usable_for_training(model):
 
 
 def test_reorder_cache_selects_rows_of_every_tensor():
-    from hf_seq2seq_attn.modeling_seq2seq_attn import Seq2SeqAttnCache
+    from hf_seq2seq_attn.core.modeling_seq2seq_attn import Seq2SeqAttnCache
 
     keys = torch.randn(6, 1, 2, 3)
     values, mask = torch.randn(6, 1, 2, 5), torch.rand(6, 2) > 0.3

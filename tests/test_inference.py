@@ -8,9 +8,9 @@ import torch
 from tiny_inference_model import SOURCES, build_tiny_model, save_tiny_model
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.data import group_references
-from hf_seq2seq_attn.inference import Translation, attention_for, load_model_and_tokenizer, translate
-from hf_seq2seq_attn.modeling_seq2seq_attn import CACHE_NAME
+from hf_seq2seq_attn.core.modeling_seq2seq_attn import CACHE_NAME
+from hf_seq2seq_attn.tools.inference import Translation, attention_for, load_model_and_tokenizer, translate
+from hf_seq2seq_attn.training.data import group_references
 
 # Lengths differ, so sorting by length reorders them; "" exercises a source that is only </s>.
 SENTENCES = ["el gato negro", "", "hola mundo", "gracias amigo hola mundo", "buenos"]

@@ -95,11 +95,11 @@ def test_import_is_light_and_public_names_stay_importable(tmp_path):
     assert result["heavy_after_import"] == []
     assert result["listed"]
     assert result["modules"] == {
-        "Seq2SeqAttnCache": "hf_seq2seq_attn.modeling_seq2seq_attn",
-        "Seq2SeqAttnConfig": "hf_seq2seq_attn.configuration_seq2seq_attn",
-        "Seq2SeqAttnForConditionalGeneration": "hf_seq2seq_attn.modeling_seq2seq_attn",
-        "Seq2SeqAttnModel": "hf_seq2seq_attn.modeling_seq2seq_attn",
-        "Seq2SeqAttnPreTrainedModel": "hf_seq2seq_attn.modeling_seq2seq_attn",
+        "Seq2SeqAttnCache": "hf_seq2seq_attn.core.modeling_seq2seq_attn",
+        "Seq2SeqAttnConfig": "hf_seq2seq_attn.core.configuration_seq2seq_attn",
+        "Seq2SeqAttnForConditionalGeneration": "hf_seq2seq_attn.core.modeling_seq2seq_attn",
+        "Seq2SeqAttnModel": "hf_seq2seq_attn.core.modeling_seq2seq_attn",
+        "Seq2SeqAttnPreTrainedModel": "hf_seq2seq_attn.core.modeling_seq2seq_attn",
     }
     assert result["registered"]
     assert result["auto_class"] == "AutoModelForSeq2SeqLM"
@@ -140,7 +140,7 @@ result = {{
 }}
 # Without trust_remote_code, transformers wants the pipeline class named when config.json lists
 # `custom_pipelines` (as before the package became lazy); the model still comes from the Auto classes.
-from hf_seq2seq_attn.pipeline_seq2seq_attn import Seq2SeqAttnTranslationPipeline
+from hf_seq2seq_attn.core.pipeline_seq2seq_attn import Seq2SeqAttnTranslationPipeline
 
 translator = pipeline("translation", model=folder, device="cpu", pipeline_class=Seq2SeqAttnTranslationPipeline)
 result["pipeline_model"] = type(translator.model).__module__
@@ -157,9 +157,9 @@ print("RESULT " + json.dumps(result))
 def test_auto_classes_load_a_folder_without_remote_code(folder, tmp_path, imports):
     """`import hf_seq2seq_attn` and nothing else of it: the Auto classes and the pipeline use our classes."""
     result = run_fresh(AUTO_LOAD.format(imports=imports), folder, cwd=tmp_path)
-    assert result["config"] == "hf_seq2seq_attn.configuration_seq2seq_attn"
+    assert result["config"] == "hf_seq2seq_attn.core.configuration_seq2seq_attn"
     for key in ("model", "seq2seq", "pipeline_model"):
-        assert result[key] == "hf_seq2seq_attn.modeling_seq2seq_attn", key
+        assert result[key] == "hf_seq2seq_attn.core.modeling_seq2seq_attn", key
     assert isinstance(result["translation"], str)
 
 
@@ -173,8 +173,8 @@ saved = json.load(open(os.path.join(sys.argv[1], "config.json")))
 print("RESULT " + json.dumps({{"auto_map": saved.get("auto_map"), "files": sorted(os.listdir(sys.argv[1]))}}))
 """
 MODEL_IMPORTS = (
-    "from hf_seq2seq_attn.modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration\n"
-    "from hf_seq2seq_attn.configuration_seq2seq_attn import Seq2SeqAttnConfig"
+    "from hf_seq2seq_attn.core.modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration\n"
+    "from hf_seq2seq_attn.core.configuration_seq2seq_attn import Seq2SeqAttnConfig"
 )
 
 
@@ -199,7 +199,7 @@ def test_a_model_imported_from_its_module_saves_auto_map_and_code(tmp_path, impo
 
 
 def test_a_config_imported_from_its_module_saves_auto_map(tmp_path):
-    imports = "from hf_seq2seq_attn.configuration_seq2seq_attn import Seq2SeqAttnConfig"
+    imports = "from hf_seq2seq_attn.core.configuration_seq2seq_attn import Seq2SeqAttnConfig"
     save = "config.save_pretrained(sys.argv[1])"
     result = run_fresh(
         SAVE_FROM_SUBMODULE.format(imports=imports, save=save), str(tmp_path / "out"), cwd=tmp_path
@@ -212,7 +212,7 @@ def test_a_command_that_imports_transformers_first_still_registers(tmp_path):
     """Our own modules importing transformers (here the tokenizer module) trigger the registration too."""
     script = """
     import json
-    from hf_seq2seq_attn.tokenization_seq2seq_attn import load_tokenizer
+    from hf_seq2seq_attn.core.tokenization_seq2seq_attn import load_tokenizer
     from transformers import CONFIG_MAPPING
     print("RESULT " + json.dumps({"registered": "seq2seq_attn" in CONFIG_MAPPING}))
     """
@@ -227,7 +227,7 @@ def test_the_package_imports_and_registers_only_once(tmp_path):
     hooked = [type(finder).__name__ for finder in sys.meta_path if type(finder).__module__ == "hf_seq2seq_attn"]
     import transformers
     left = [type(finder).__name__ for finder in sys.meta_path if type(finder).__module__ == "hf_seq2seq_attn"]
-    importlib.import_module("hf_seq2seq_attn.modeling_seq2seq_attn")
+    importlib.import_module("hf_seq2seq_attn.core.modeling_seq2seq_attn")
     print("RESULT " + json.dumps({"hooked": hooked, "left": left, "registered": hf_seq2seq_attn._registered}))
     """
     result = run_fresh(script, cwd=tmp_path)

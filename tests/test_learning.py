@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import Seq2SeqTrainingArguments
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.training import Seq2SeqAttnTrainer
+from hf_seq2seq_attn.training.trainer import Seq2SeqAttnTrainer
 
 PAD, BOS, EOS, FIRST_SYMBOL, SYMBOLS = 0, 1, 2, 4, 10
 

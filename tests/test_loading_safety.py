@@ -21,7 +21,7 @@ import pytest
 from tiny_inference_model import save_tiny_model
 
 from hf_seq2seq_attn import cli, explorer
-from hf_seq2seq_attn.inference import load_model_and_tokenizer
+from hf_seq2seq_attn.tools.inference import load_model_and_tokenizer
 
 PLANTED_CODE = """
 import pathlib
@@ -102,7 +102,7 @@ def test_a_folder_claiming_our_type_loads_with_our_classes(tiny_folder, tmp_path
     """`model_type` is ours but `auto_map` points at planted code: the tools use the package's classes."""
     model, marker = planted_copy(tiny_folder, tmp_path, "seq2seq_attn")
     loaded, _ = load_model_and_tokenizer(model)
-    assert type(loaded).__module__ == "hf_seq2seq_attn.modeling_seq2seq_attn"
+    assert type(loaded).__module__ == "hf_seq2seq_attn.core.modeling_seq2seq_attn"
     explorer.load_model(model)
     assert cli.main(command_lines(model, tmp_path)["translate"]) == 0
     assert capsys.readouterr().out.strip()

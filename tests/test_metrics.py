@@ -3,7 +3,7 @@
 import pytest
 import sacrebleu
 
-from hf_seq2seq_attn.metrics import (
+from hf_seq2seq_attn.tools.metrics import (
     corpus_bleu,
     corpus_chrf,
     exact_match,

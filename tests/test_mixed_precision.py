@@ -12,8 +12,8 @@ from test_learning import FIRST_SYMBOL, SYMBOLS, collate, reversal_data
 from transformers import Seq2SeqTrainingArguments
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.modeling_seq2seq_attn import sequence_loss
-from hf_seq2seq_attn.training import Seq2SeqAttnTrainer
+from hf_seq2seq_attn.core.modeling_seq2seq_attn import sequence_loss
+from hf_seq2seq_attn.training.trainer import Seq2SeqAttnTrainer
 
 STEPS = 100
 # bf16 keeps 8 bits of mantissa (relative rounding 2^-9) in every matmul and recurrent step, so over 100 Adam

@@ -8,7 +8,7 @@ import torch
 from helpers import make_config, padded_batch
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.modeling_seq2seq_attn import ATTENTION_SCORES, CACHE_NAME, cell_update
+from hf_seq2seq_attn.core.modeling_seq2seq_attn import ATTENTION_SCORES, CACHE_NAME, cell_update
 
 VARIANTS = list(
     itertools.product(

@@ -26,15 +26,15 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration, cli
-from hf_seq2seq_attn.inference import translate  # noqa: E402
-from hf_seq2seq_attn.modeling_ort import (  # noqa: E402
+from hf_seq2seq_attn.core.modeling_seq2seq_attn import CACHE_NAME  # noqa: E402
+from hf_seq2seq_attn.core.pipeline_seq2seq_attn import Seq2SeqAttnTranslationPipeline  # noqa: E402
+from hf_seq2seq_attn.serving.modeling_ort import (  # noqa: E402
     Seq2SeqAttnOnnxCache,
     Seq2SeqAttnOnnxModel,
     load_onnx_model_and_tokenizer,
 )
-from hf_seq2seq_attn.modeling_seq2seq_attn import CACHE_NAME  # noqa: E402
-from hf_seq2seq_attn.onnx_export import export_onnx, main  # noqa: E402
-from hf_seq2seq_attn.pipeline_seq2seq_attn import Seq2SeqAttnTranslationPipeline  # noqa: E402
+from hf_seq2seq_attn.serving.onnx_export import export_onnx, main  # noqa: E402
+from hf_seq2seq_attn.tools.inference import translate  # noqa: E402
 
 ATOL = 1e-4
 # Every rnn_type, attention_type, head count, decoder_style and decoder depth appears, most pairs too.
@@ -495,8 +495,8 @@ def test_missing_onnxruntime_gives_install_hint(default_pair, tmp_path):
     folder = export_onnx(default_pair[0], tmp_path / "onnx")
     script = BLOCK_ONNXRUNTIME + textwrap.dedent(
         f"""
-        from hf_seq2seq_attn.modeling_ort import Seq2SeqAttnOnnxModel  # importable without onnxruntime
-        from hf_seq2seq_attn.onnx_export import main
+        from hf_seq2seq_attn.serving.modeling_ort import Seq2SeqAttnOnnxModel  # importable without onnxruntime
+        from hf_seq2seq_attn.serving.onnx_export import main
         try:
             Seq2SeqAttnOnnxModel.from_pretrained({str(folder)!r})
         except ImportError as error:

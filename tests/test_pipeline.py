@@ -9,13 +9,13 @@ from fresh_process import run_without_package, script_result
 from tiny_inference_model import SOURCES, build_tiny_model, save_tiny_model
 from transformers import pipeline
 
-import hf_seq2seq_attn.pipeline_seq2seq_attn as pipeline_module
-from hf_seq2seq_attn.inference import translate
-from hf_seq2seq_attn.pipeline_seq2seq_attn import (
+import hf_seq2seq_attn.core.pipeline_seq2seq_attn as pipeline_module
+from hf_seq2seq_attn.core.pipeline_seq2seq_attn import (
     Seq2SeqAttnTranslationPipeline,
     add_pipeline_to_folder,
     register,
 )
+from hf_seq2seq_attn.tools.inference import translate
 
 EXPECTED_ENTRY = {
     "impl": "pipeline_seq2seq_attn.Seq2SeqAttnTranslationPipeline",

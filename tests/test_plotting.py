@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_seq2seq_attn.plotting import plot_attention
+from hf_seq2seq_attn.tools.plotting import plot_attention
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SOURCE = ["el", "principio", "$", "</s>"]

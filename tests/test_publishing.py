@@ -98,7 +98,7 @@ def tiny_trainer(output: Path, **overrides):
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
-    from hf_seq2seq_attn.training import Seq2SeqAttnTrainer
+    from hf_seq2seq_attn.training.trainer import Seq2SeqAttnTrainer
 
     model, tokenizer = build_tiny_model()
     rows = tokenizer([s for s, _ in PAIRS] * 4, text_target=[t for _, t in PAIRS] * 4)
@@ -159,7 +159,7 @@ def test_library_trainer_refuses_to_push_resumable_checkpoints(tmp_path, monkeyp
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A real `seq2seq-attn train` output: checkpoints, averaging, test predictions, training state."""
-    from hf_seq2seq_attn.train import main as train_main
+    from hf_seq2seq_attn.training.train import main as train_main
 
     data = tmp_path_factory.mktemp("data")
     write_pairs(data / "train.jsonl", 48)
@@ -187,7 +187,7 @@ def local_paths(folder: Path) -> list[str]:
 
 
 def test_push_folder_sends_the_model_files_only(trained, monkeypatch):
-    from hf_seq2seq_attn.hub import push_folder
+    from hf_seq2seq_attn.tools.hub import push_folder
 
     assert str(trained) in (trained / "README.md").read_text(), "the card of an unpushed run names its folder"
     hub = HubRecorder(monkeypatch)

@@ -14,9 +14,9 @@ from test_train import TINY, write_pairs
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, TrainerCallback
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.tokenization_seq2seq_attn import train_tokenizer
-from hf_seq2seq_attn.train import main as train_main
-from hf_seq2seq_attn.training import NonFiniteLossError, Seq2SeqAttnTrainer, check_output_dir
+from hf_seq2seq_attn.core.tokenization_seq2seq_attn import train_tokenizer
+from hf_seq2seq_attn.training.train import main as train_main
+from hf_seq2seq_attn.training.trainer import NonFiniteLossError, Seq2SeqAttnTrainer, check_output_dir
 
 CORPUS = [
     "el perro come",
@@ -238,7 +238,7 @@ def test_random_token_ids_give_a_result_or_a_documented_error(model, ids, mask_b
 
 
 def test_tokenizer_and_config_disagreeing_is_rejected(tokenizer):
-    from hf_seq2seq_attn.tokenization_seq2seq_attn import check_tokenizer_matches_config
+    from hf_seq2seq_attn.core.tokenization_seq2seq_attn import check_tokenizer_matches_config
 
     with pytest.raises(ValueError):
         check_tokenizer_matches_config(tokenizer, Seq2SeqAttnConfig(vocab_size=10, pad_token_id=0))

@@ -3,7 +3,7 @@
 `tests/data/saved_by_9c82b3b/` holds two tiny models (a Bahdanau GRU decoder; a two-layer Luong LSTM
 decoder with two attention heads) saved by commit 9c82b3b, the last one before the package had
 subpackages, with the greedy and beam-3 ids and the logits' sums it computed. The folders carry that
-commit's remote code too, whose pipeline imports `hf_seq2seq_attn.alignment` by its old name.
+commit's remote code too, whose pipeline imports `hf_seq2seq_attn.tools.alignment` by its old name.
 """
 
 import json
@@ -63,8 +63,8 @@ def test_old_remote_pipeline_still_aligns():
 
 def test_old_model_exports_to_onnx(tmp_path):
     pytest.importorskip("onnxruntime")
-    from hf_seq2seq_attn.modeling_ort import load_onnx_model_and_tokenizer
-    from hf_seq2seq_attn.onnx_export import export_onnx
+    from hf_seq2seq_attn.serving.modeling_ort import load_onnx_model_and_tokenizer
+    from hf_seq2seq_attn.serving.onnx_export import export_onnx
 
     model, tokenizer = _load(NAMES[0])
     folder = export_onnx(model, tmp_path / "onnx", tokenizer=tokenizer)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from test_train import REPO, TINY, write_pairs
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from hf_seq2seq_attn.training import TimeBudget, last_complete_checkpoint
+from hf_seq2seq_attn.training.trainer import TimeBudget, last_complete_checkpoint
 
 
 def test_budget_state_is_saved_and_restored(tmp_path):
@@ -62,8 +62,8 @@ class StepClock:
 def test_restored_callback_states_keep_the_budget_driving_the_learning_rate(tmp_path, monkeypatch):
     """`--restore_callback_states_from_checkpoint True` makes transformers rebuild the callback from the
     checkpoint; the learning rate, the logs and results.json must still follow the restored budget."""
-    import hf_seq2seq_attn.training as training
-    from hf_seq2seq_attn.train import main as train_main
+    import hf_seq2seq_attn.training.trainer as training
+    from hf_seq2seq_attn.training.train import main as train_main
 
     write_pairs(tmp_path / "train.jsonl", 48)
     output = tmp_path / "run"
@@ -170,7 +170,7 @@ from datasets import Dataset
 from safetensors.torch import save_file
 from transformers import Seq2SeqTrainingArguments
 
-import hf_seq2seq_attn.training as training
+import hf_seq2seq_attn.training.trainer as training
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
 
 output = sys.argv[1]

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import pytest
 from transformers import AutoTokenizer
 
-from hf_seq2seq_attn.data import bundled_path
-from hf_seq2seq_attn.tokenization_seq2seq_attn import (
+from hf_seq2seq_attn.core.tokenization_seq2seq_attn import (
     SPECIAL_TOKENS,
     check_tokenizer_matches_config,
     load_tokenizer,
     train_tokenizer,
 )
+from hf_seq2seq_attn.training.data import bundled_path
 
 ENGLISH = [
     "the cat sat on the mat.",

@@ -12,7 +12,7 @@ import torch
 import yaml
 from fresh_process import run_without_package
 
-from hf_seq2seq_attn.train import main as train_main
+from hf_seq2seq_attn.training.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho"]
@@ -249,7 +249,7 @@ def test_push_sends_the_model_and_nothing_pickled_or_secret(data_dir, tmp_path, 
 
 
 def test_push_folder_patterns_are_what_upload_folder_applies(tmp_path, monkeypatch):
-    from hf_seq2seq_attn.hub import push_folder
+    from hf_seq2seq_attn.tools.hub import push_folder
 
     for name in (
         "model.safetensors",
@@ -355,7 +355,7 @@ def test_validation_metrics_line_up_with_references_under_length_grouping(data_d
     from datasets import Dataset
     from transformers import Seq2SeqTrainingArguments
 
-    from hf_seq2seq_attn.training import Seq2SeqAttnTrainer
+    from hf_seq2seq_attn.training.trainer import Seq2SeqAttnTrainer
 
     lengths = [5, 1, 9, 2, 7, 3, 8, 4]
     dataset = Dataset.from_dict({"input_ids": [[5] * n for n in lengths]})
@@ -408,7 +408,7 @@ def test_two_process_ddp_with_accelerate_launch(data_dir, tmp_path):
 
 # ----- recipes -----------------------------------------------------------------------------------
 def test_every_shipped_recipe_parses_and_flags_override_it(tmp_path):
-    from hf_seq2seq_attn.arguments import load_recipe, parse_train_args, recipe_names
+    from hf_seq2seq_attn.training.arguments import load_recipe, parse_train_args, recipe_names
 
     assert {"demo", "bible", "g2p", "g2p-stress"} <= set(recipe_names())
     for name in recipe_names():
@@ -528,9 +528,9 @@ def test_training_option_averages_the_last_checkpoints_and_keeps_the_better(data
 
 def test_derived_sizes_follow_the_sizes_they_derive_from(tmp_path):
     """`attention_size` unset means `decoder_hidden_size`, also when the model is built by the train command."""
-    from hf_seq2seq_attn.arguments import parse_train_args
-    from hf_seq2seq_attn.tokenization_seq2seq_attn import train_tokenizer
-    from hf_seq2seq_attn.train import build_model
+    from hf_seq2seq_attn.core.tokenization_seq2seq_attn import train_tokenizer
+    from hf_seq2seq_attn.training.arguments import parse_train_args
+    from hf_seq2seq_attn.training.train import build_model
 
     model_args, _, _ = parse_train_args(["--decoder_hidden_size", "24", "--output_dir", str(tmp_path)])
     assert model_args.attention_size is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
-from hf_seq2seq_attn.tokenization_seq2seq_attn import train_tokenizer
+from hf_seq2seq_attn.core.tokenization_seq2seq_attn import train_tokenizer
 
 PAIRS = [
     ("hola mundo", "hello world"),

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from .configuration_seq2seq_attn import Seq2SeqAttnConfig
-from .modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
-from .tokenization_seq2seq_attn import load_tokenizer
+from ..core.configuration_seq2seq_attn import Seq2SeqAttnConfig
+from ..core.modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
+from ..core.tokenization_seq2seq_attn import load_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -11,17 +11,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
-from .configuration_seq2seq_attn import Seq2SeqAttnConfig
+from ..core.configuration_seq2seq_attn import Seq2SeqAttnConfig
+from ..tools.metrics import TASKS
 from .data import DataError
-from .metrics import TASKS
+from .recipes import recipe_names, recipe_path
 
-RECIPE_DIR = Path(__file__).parent / "recipes"
 DEFAULT_OUTPUT_DIR = "outputs/model"
 
 # Config fields a fine-tuning run (`--model_name_or_path`) may change: regularisation, not architecture.
@@ -169,27 +168,6 @@ class DataArguments:
 
 
 # ----- recipes -----
-def recipe_names() -> list[str]:
-    """Names of the recipes shipped with the package."""
-    return sorted(path.stem for path in RECIPE_DIR.glob("*.yaml"))
-
-
-def recipe_path(name_or_path: str) -> Path:
-    """A shipped recipe by name, or a YAML file of the user's own.
-
-    Raises:
-        DataError: neither a shipped recipe nor an existing file.
-    """
-    if name_or_path in recipe_names():
-        return RECIPE_DIR / f"{name_or_path}.yaml"
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    raise DataError(
-        f"--recipe {name_or_path!r}: not a shipped recipe ({', '.join(recipe_names())}) nor a YAML file."
-    )
-
-
 def load_recipe(name_or_path: str) -> dict[str, Any]:
     """The option values of a recipe file (a flat YAML mapping of option name to value)."""
     path = recipe_path(name_or_path)

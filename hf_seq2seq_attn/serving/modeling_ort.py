@@ -15,8 +15,8 @@ layers, H decoder hidden, E embedding, K encoder output, N heads, D per-head wid
 Example:
 
 ```python
->>> from hf_seq2seq_attn.modeling_ort import load_onnx_model_and_tokenizer
->>> from hf_seq2seq_attn.inference import translate
+>>> from hf_seq2seq_attn.serving.modeling_ort import load_onnx_model_and_tokenizer
+>>> from hf_seq2seq_attn.tools.inference import translate
 >>> model, tokenizer = load_onnx_model_and_tokenizer("outputs/demo-onnx")   # int8 graphs if exported
 >>> [t.text for t in translate(model, tokenizer, ["Y dijo Dios: Sea la luz."], num_beams=5)]
 ```
@@ -35,8 +35,8 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-from .configuration_seq2seq_attn import Seq2SeqAttnConfig
-from .modeling_seq2seq_attn import (
+from ..core.configuration_seq2seq_attn import Seq2SeqAttnConfig
+from ..core.modeling_seq2seq_attn import (
     CACHE_NAME,
     Seq2SeqAttnEncoderOutput,
     Seq2SeqAttnGenerationMixin,
@@ -247,7 +247,7 @@ def read_onnx_config(folder: pathlib.Path) -> Seq2SeqAttnConfig:
     Read as JSON first ([`inference.check_config_file`]): a missing file is an error, not the config class's
     defaults, which would build a model that does not match the graphs.
     """
-    from .inference import check_config_file
+    from ..tools.inference import check_config_file
 
     path = folder / "config.json"
     if not path.is_file():
@@ -600,7 +600,7 @@ def load_onnx_model_and_tokenizer(
 
     Raises `FileNotFoundError` when the folder has no tokenizer (export with `tokenizer=` or from the CLI).
     """
-    from .tokenization_seq2seq_attn import load_tokenizer
+    from ..core.tokenization_seq2seq_attn import load_tokenizer
 
     model = Seq2SeqAttnOnnxModel.from_pretrained(folder, int8=int8, num_threads=num_threads)
     return model, load_tokenizer(os.fspath(folder))

@@ -46,7 +46,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .cli import add_generation_arguments, add_model_arguments
+from .options import add_generation_arguments, add_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def _sequence_log_probs(output: Any, normalize: bool, eos_ids: set[int]) -> list
     """Sum of the chosen tokens' log-probabilities per returned sequence, up to and including `</s>`."""
     import torch  # here, not at the top: `seq2seq-attn g2p --help` must not load torch
 
-    from .modeling_seq2seq_attn import transition_scores
+    from ..core.modeling_seq2seq_attn import transition_scores
 
     transition = transition_scores(
         output.sequences, output.scores, getattr(output, "beam_indices", None), normalize

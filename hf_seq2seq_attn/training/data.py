@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # corpus.py builds on this module's readers, so this module i
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).parent / "bundled_data"
+DATA_DIR = Path(__file__).parents[1] / "bundled_data"
 DEMO_DATASET = "bible_es_en"
 BAD_ROW_POLICIES = ("error", "skip")
 

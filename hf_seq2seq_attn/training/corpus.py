@@ -55,6 +55,7 @@ from datasets.arrow_writer import ArrowWriter
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
+from ..core.tokenization_seq2seq_attn import load_tokenizer, train_tokenizer
 from .data import (
     LONG_ROW_POLICIES,
     DataError,
@@ -64,7 +65,6 @@ from .data import (
     check_usable,
     checked_pairs,
 )
-from .tokenization_seq2seq_attn import load_tokenizer, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -480,7 +480,7 @@ def corpus_texts(pairs: ParallelData | ArrowPairs | StreamingPairs) -> Iterator[
 # --------------------------------------------------------------------------------------------
 def _tokenizer_code_version() -> str:
     """Hash of the module that trains tokenizers: a cached tokenizer is stale once that code changes."""
-    from . import tokenization_seq2seq_attn
+    from ..core import tokenization_seq2seq_attn
 
     return hashlib.sha256(Path(tokenization_seq2seq_attn.__file__).read_bytes()).hexdigest()[:16]
 

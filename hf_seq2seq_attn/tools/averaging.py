@@ -329,8 +329,8 @@ def average_checkpoints(folders: Sequence[str], output_dir: str, card_source: st
             `output_dir` is not empty.
         `FileNotFoundError`: a folder, its config or its safetensors weights are missing.
     """
-    from .modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
-    from .tokenization_seq2seq_attn import load_tokenizer
+    from ..core.modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
+    from ..core.tokenization_seq2seq_attn import load_tokenizer
 
     folders = [os.fspath(folder) for folder in folders]
     if os.path.isdir(output_dir) and os.listdir(output_dir):

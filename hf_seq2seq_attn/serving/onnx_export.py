@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .modeling_seq2seq_attn import Seq2SeqAttnCache, Seq2SeqAttnEncoderOutput
+from ..core.modeling_seq2seq_attn import Seq2SeqAttnCache, Seq2SeqAttnEncoderOutput
 
 logger = logging.getLogger(__name__)
 
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         require("onnx")
         if args.int8:
             require("onnxruntime")
-        from .inference import load_model_and_tokenizer
+        from ..tools.inference import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(args.model)
         output = export_onnx(model, args.output, tokenizer=tokenizer, int8=args.int8)

@@ -16,7 +16,6 @@ This file is copied into model folders as remote code, so it imports nothing fro
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import logging
 import os
@@ -25,6 +24,9 @@ from typing import Any
 
 import torch
 from transformers import Pipeline
+
+# Relative, so that a saved folder carries the alignment code along (remote code follows relative imports).
+from .alignment_seq2seq_attn import alignment_from_attention, generated_ids, hypothesis_attention
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
         return_alignments (`bool` or `"soft"`, defaults to `False`): add `"alignment"`, the source-target word
             links of each returned sequence in Pharaoh format (`"0-0 1-2"`, from its cross-attention, heads
             averaged), and with `"soft"` also `"soft"`, the `(target words, source words)` attention matrix.
-            Needs the `hf_seq2seq_attn` package installed (see `hf_seq2seq_attn.alignment`).
+            The alignment code travels with the model (`alignment_seq2seq_attn.py`), so no package is needed.
         **generate_kwargs: passed to `model.generate` (`num_beams`, `max_new_tokens`, `length_penalty`,
             `num_return_sequences`, `do_sample`, `top_k`, `top_p`, `temperature`, ...), on top of the
             model's `generation_config`.
@@ -136,7 +138,7 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
         output_ids = output_ids.reshape(batch_size, -1, output_ids.shape[-1])
         if not return_alignments:
             return {"output_ids": output_ids}
-        attention = _alignment_module().hypothesis_attention(output)  # (B * n, steps, N, S)
+        attention = hypothesis_attention(output)  # (B * n, steps, N, S)
         attention = attention.reshape(batch_size, -1, *attention.shape[1:])  # (B, n, steps, N, S)
         return {"output_ids": output_ids, "attentions": attention, "source_ids": input_ids}
 
@@ -155,29 +157,18 @@ class Seq2SeqAttnTranslationPipeline(Pipeline):
         )
         results: list[dict[str, Any]] = [{"translation_text": text} for text in texts]
         if return_alignments:
-            alignment = _alignment_module()
             pad = self._text_tokenizer.pad_token_id
             source_ids = [token for token in model_outputs["source_ids"][0].tolist() if token != pad]
             eos = {self._text_tokenizer.eos_token_id}
             for result, sequence, weights in zip(
                 results, sequences, model_outputs["attentions"][0], strict=True
             ):
-                output_ids = alignment.generated_ids(sequence.tolist(), eos, pad)
-                found = alignment.alignment_from_attention(self.tokenizer, source_ids, output_ids, weights)
+                output_ids = generated_ids(sequence.tolist(), eos, pad)
+                found = alignment_from_attention(self.tokenizer, source_ids, output_ids, weights)
                 result["alignment"] = found.pharaoh()
                 if return_alignments == "soft":
                     result["soft"] = found.soft
         return results
-
-
-def _alignment_module() -> Any:
-    """`hf_seq2seq_attn.alignment`, imported only when alignments are asked for (this file is remote code)."""
-    try:  # by name, so that transformers' remote-code import check does not require the package
-        return importlib.import_module("hf_seq2seq_attn.alignment")
-    except ImportError as error:
-        raise ImportError(
-            "return_alignments=True needs the hf_seq2seq_attn package: pip install hf_seq2seq_attn"
-        ) from error
 
 
 def register(task: str = TASK) -> None:

@@ -23,7 +23,6 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -34,16 +33,16 @@ from transformers import (
     set_seed,
 )
 
+from ..core.configuration_seq2seq_attn import Seq2SeqAttnConfig
+from ..core.modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
+from ..core.tokenization_seq2seq_attn import check_tokenizer_matches_config, load_tokenizer
+from ..tools.hub import CARD_TEMPLATE, CardFacts, push_folder, render_model_card
+from ..tools.inference import check_model_type
+from ..tools.metrics import task_metrics
 from .arguments import FINE_TUNABLE_FIELDS, DataArguments, parse_train_args
-from .configuration_seq2seq_attn import Seq2SeqAttnConfig
 from .corpus import configure_streaming, train_corpus_tokenizer
 from .data import DataError, Splits, load_splits, tokenize_pairs
-from .hub import CardFacts, push_folder, render_model_card
-from .inference import check_model_type
-from .metrics import task_metrics
-from .modeling_seq2seq_attn import Seq2SeqAttnForConditionalGeneration
-from .tokenization_seq2seq_attn import check_tokenizer_matches_config, load_tokenizer
-from .training import (
+from .trainer import (
     NonFiniteLossError,
     Seq2SeqAttnTrainer,
     TimeBudget,
@@ -54,7 +53,6 @@ from .training import (
 )
 
 logger = logging.getLogger(__name__)
-CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 
 
 def build_tokenizer(data: DataArguments, splits: Splits, args: Seq2SeqTrainingArguments, resuming: bool):
@@ -298,7 +296,7 @@ class TrainingOutcome:
 
 def _average_last_checkpoints(trainer: Seq2SeqAttnTrainer, count: int) -> dict[str, Any]:
     """Average the last `count` checkpoints; keep the average only if validation says it is no worse."""
-    from .averaging import average_and_keep_best  # only runs that average need it
+    from ..tools.averaging import average_and_keep_best  # only runs that average need it
 
     report = average_and_keep_best(trainer, count).to_dict()
     # Names, not paths: results.json is shared with the model, and a path would tell where it was trained.
@@ -355,7 +353,7 @@ def _score_test_split(
     batch_size: int,
 ) -> HeldOutScores:
     """Translate the test split with the test's generation settings, score it, save the predictions."""
-    from .inference import translate
+    from ..tools.inference import translate
 
     if splits.test is None or splits.test_refs is None:
         return HeldOutScores({}, [])
@@ -380,8 +378,8 @@ def _score_test_split(
 
 def _plot_examples(model, tokenizer, sources: list[str], output_dir: str, max_new_tokens: int) -> None:
     """Save `attention_<i>.png`: the attention of the model's own translation of each source."""
-    from .inference import attention_for
-    from .plotting import plot_attention
+    from ..tools.inference import attention_for
+    from ..tools.plotting import plot_attention
 
     for i, source in enumerate(sources):
         weights, source_tokens, output_tokens = attention_for(

@@ -16,6 +16,7 @@ from huggingface_hub.repocard_data import EvalResult
 
 logger = logging.getLogger(__name__)
 
+CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "wer": "WER", "per": "PER", "exact_match": "Exact match"}
 
 

@@ -26,8 +26,8 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import HubStrategy, SaveStrategy
 from transformers.utils.hub import PushInProgress
 
-from .hub import commit_shared_files, shared_files
-from .metrics import task_metrics
+from ..tools.hub import commit_shared_files, shared_files
+from ..tools.metrics import task_metrics
 
 logger = logging.getLogger(__name__)
 
