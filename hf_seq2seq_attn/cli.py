@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
@@ -46,8 +47,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("cli:evaluate_main", "score a model on a test file (BLEU/chrF, or WER/PER for G2P)"),
     "plot": ("cli:plot_main", "draw the attention of one translation as a heat-map"),
     "benchmark": ("benchmark:main", "time training and generation, with ratios measured in the same run"),
-    "export": ("serving.onnx_export:main", "export to ONNX Runtime graphs, optionally int8 ([onnx] extra)"),
-    "average": ("tools.averaging:main", "average checkpoints into one model folder"),
+    "export": ("cli:export_main", "export to ONNX Runtime graphs, optionally int8 ([onnx] extra)"),
+    "average": ("cli:average_main", "average checkpoints into one model folder"),
     "g2p": (
         "tools.g2p:main",
         "pronounce words: lexicon first, the model for the rest, n-best with probabilities",
@@ -363,6 +364,118 @@ def plot_main(argv: list[str] | None = None) -> int:
     print(
         f"Saved {weights.shape[0]}-head attention ({len(output_tokens)} x {len(source_tokens)}) to {args.output}"
     )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# export (the ONNX code loads only once the options are parsed: `export --help` stays instant)
+# --------------------------------------------------------------------------------------------
+EXPORT_EPILOG = """examples:
+  seq2seq-attn export --model outputs/demo --output outputs/demo-onnx
+  seq2seq-attn export --model outputs/demo --output outputs/demo-onnx --int8
+
+then translate with ONNX Runtime (int8 graphs when the folder has them):
+  echo "Y dijo Dios: Sea la luz." | seq2seq-attn translate --model outputs/demo-onnx --backend onnx
+"""
+
+
+def export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seq2seq-attn export",
+        description="Export a saved Seq2SeqAttn model to ONNX graphs (encoder, decoder init, decoder step) "
+        "with its tokenizer and generation config, for CPU serving with ONNX Runtime.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model", required=True, help="folder written by save_pretrained (model and tokenizer)"
+    )
+    parser.add_argument("--output", required=True, help="folder for the ONNX graphs (created if needed)")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write int8 graphs (ONNX Runtime dynamic quantization of the weights)",
+    )
+    return parser
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    """`seq2seq-attn export --model DIR --output DIR [--int8]`; returns the exit code."""
+    args = export_parser().parse_args(argv)
+    from .serving.onnx_export import export_onnx, require
+
+    try:
+        require("onnx")
+        if args.int8:
+            require("onnxruntime")
+        from .tools.inference import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(args.model)
+        output = export_onnx(model, args.output, tokenizer=tokenizer, int8=args.int8)
+    except (ImportError, FileNotFoundError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sizes = {path.name: path.stat().st_size for path in sorted(output.glob("*.onnx"))}
+    for name, size in sizes.items():
+        print(f"{name}\t{size / 1e6:.2f} MB")
+    print(f"wrote {output}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# average
+# --------------------------------------------------------------------------------------------
+AVERAGE_EPILOG = """examples:
+  seq2seq-attn average --checkpoints outputs/bible/checkpoint-3000 outputs/bible/checkpoint-4500 \\
+      outputs/bible/checkpoint-6000 --output outputs/bible-avg
+  seq2seq-attn average --last 3 --run_dir outputs/bible --output outputs/bible-avg
+
+The output is a normal model folder (safetensors weights, config, code, tokenizer, generation config,
+model card), loadable with AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).
+Keep enough checkpoints while training: --save_strategy steps --save_total_limit N.
+"""
+
+
+def average_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seq2seq-attn average",
+        description="Average the weights of several checkpoints of one training run into a new model folder.",
+        epilog=AVERAGE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoints", nargs="+", metavar="DIR", help="checkpoint folders to average")
+    source.add_argument(
+        "--last", type=int, metavar="N", help="average the newest N checkpoint-* folders of --run_dir"
+    )
+    parser.add_argument("--run_dir", help="training output folder holding checkpoint-* folders (with --last)")
+    parser.add_argument("--output", required=True, help="new folder for the averaged model")
+    return parser
+
+
+def average_main(argv: list[str] | None = None) -> int:
+    """`seq2seq-attn average ...`: returns 0, or 2 with `error: ...` on stderr for a user mistake."""
+    parser = average_parser()
+    args = parser.parse_args(argv)
+    from .tools.averaging import CARD_NAME, average_checkpoints, last_checkpoints
+
+    try:
+        if args.last is not None:
+            if not args.run_dir:
+                raise ValueError("--last needs --run_dir, the training output folder.")
+            folders = last_checkpoints(args.run_dir, args.last)
+            card_source = args.run_dir if os.path.isfile(os.path.join(args.run_dir, CARD_NAME)) else None
+        else:
+            if args.run_dir:
+                raise ValueError(
+                    "--run_dir goes with --last; with --checkpoints name the folders themselves."
+                )
+            folders, card_source = args.checkpoints, None
+        average_checkpoints(folders, args.output, card_source=card_source)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Averaged {len(folders)} checkpoints ({', '.join(folders)}) into {args.output}")
     return 0
 
 

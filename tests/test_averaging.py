@@ -13,6 +13,7 @@ from tiny_inference_model import SOURCES, build_tiny_model
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments
 
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
+from hf_seq2seq_attn.cli import average_main as main
 from hf_seq2seq_attn.core.pipeline_seq2seq_attn import add_pipeline_to_folder
 from hf_seq2seq_attn.core.tokenization_seq2seq_attn import train_tokenizer
 from hf_seq2seq_attn.tools.averaging import (
@@ -20,7 +21,6 @@ from hf_seq2seq_attn.tools.averaging import (
     average_checkpoints,
     average_state_dicts,
     last_checkpoints,
-    main,
 )
 from hf_seq2seq_attn.training.trainer import Seq2SeqAttnTrainer
 

@@ -61,6 +61,8 @@ print("RESULT " + json.dumps({"code": code, "heavy": heavy}))
         ["evaluate", "--help"],
         ["plot", "--help"],
         ["g2p", "--help"],
+        ["export", "--help"],
+        ["average", "--help"],
         ["recipes"],
         ["recipes", "--show", "demo"],
     ],

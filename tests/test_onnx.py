@@ -26,6 +26,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from hf_seq2seq_attn import Seq2SeqAttnForConditionalGeneration, cli
+from hf_seq2seq_attn.cli import export_main as main  # noqa: E402
 from hf_seq2seq_attn.core.modeling_seq2seq_attn import CACHE_NAME  # noqa: E402
 from hf_seq2seq_attn.core.pipeline_seq2seq_attn import Seq2SeqAttnTranslationPipeline  # noqa: E402
 from hf_seq2seq_attn.serving.modeling_ort import (  # noqa: E402
@@ -33,7 +34,7 @@ from hf_seq2seq_attn.serving.modeling_ort import (  # noqa: E402
     Seq2SeqAttnOnnxModel,
     load_onnx_model_and_tokenizer,
 )
-from hf_seq2seq_attn.serving.onnx_export import export_onnx, main  # noqa: E402
+from hf_seq2seq_attn.serving.onnx_export import export_onnx  # noqa: E402
 from hf_seq2seq_attn.tools.inference import translate  # noqa: E402
 
 ATOL = 1e-4
@@ -496,7 +497,7 @@ def test_missing_onnxruntime_gives_install_hint(default_pair, tmp_path):
     script = BLOCK_ONNXRUNTIME + textwrap.dedent(
         f"""
         from hf_seq2seq_attn.serving.modeling_ort import Seq2SeqAttnOnnxModel  # importable without onnxruntime
-        from hf_seq2seq_attn.serving.onnx_export import main
+        from hf_seq2seq_attn.cli import export_main as main
         try:
             Seq2SeqAttnOnnxModel.from_pretrained({str(folder)!r})
         except ImportError as error:

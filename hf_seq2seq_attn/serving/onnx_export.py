@@ -40,11 +40,9 @@ constants in the trace, so the ONNX runtime model (`modeling_ort.py`) repeats th
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import pathlib
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -426,57 +424,4 @@ def _export_graphs(model, output: pathlib.Path) -> dict:
 # --------------------------------------------------------------------------------------------
 # Command line: seq2seq-attn export
 # --------------------------------------------------------------------------------------------
-EPILOG = """examples:
-  seq2seq-attn export --model outputs/demo --output outputs/demo-onnx
-  seq2seq-attn export --model outputs/demo --output outputs/demo-onnx --int8
-
-then translate with ONNX Runtime (int8 graphs when the folder has them):
-  echo "Y dijo Dios: Sea la luz." | seq2seq-attn translate --model outputs/demo-onnx --backend onnx
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="seq2seq-attn export",
-        description="Export a saved Seq2SeqAttn model to ONNX graphs (encoder, decoder init, decoder step) "
-        "with its tokenizer and generation config, for CPU serving with ONNX Runtime.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--model", required=True, help="folder written by save_pretrained (model and tokenizer)"
-    )
-    parser.add_argument("--output", required=True, help="folder for the ONNX graphs (created if needed)")
-    parser.add_argument(
-        "--int8",
-        action="store_true",
-        help="also write int8 graphs (ONNX Runtime dynamic quantization of the weights)",
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`seq2seq-attn export --model DIR --output DIR [--int8]`; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        require("onnx")
-        if args.int8:
-            require("onnxruntime")
-        from ..tools.inference import load_model_and_tokenizer
-
-        model, tokenizer = load_model_and_tokenizer(args.model)
-        output = export_onnx(model, args.output, tokenizer=tokenizer, int8=args.int8)
-    except (ImportError, FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    sizes = {path.name: path.stat().st_size for path in sorted(output.glob("*.onnx"))}
-    for name, size in sizes.items():
-        print(f"{name}\t{size / 1e6:.2f} MB")
-    print(f"wrote {output}")
-    return 0
-
-
-__all__ = ["export_onnx", "main", "quantize_graph"]
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["export_onnx", "quantize_graph", "require"]

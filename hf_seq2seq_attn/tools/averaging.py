@@ -25,13 +25,11 @@ Rules:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -463,58 +461,6 @@ def average_and_keep_best(trainer: Any, n: int, eval_dataset: Any = None) -> Ave
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
-EPILOG = """examples:
-  seq2seq-attn average --checkpoints outputs/bible/checkpoint-3000 outputs/bible/checkpoint-4500 \\
-      outputs/bible/checkpoint-6000 --output outputs/bible-avg
-  seq2seq-attn average --last 3 --run_dir outputs/bible --output outputs/bible-avg
-
-The output is a normal model folder (safetensors weights, config, code, tokenizer, generation config,
-model card), loadable with AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).
-Keep enough checkpoints while training: --save_strategy steps --save_total_limit N.
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="seq2seq-attn average",
-        description="Average the weights of several checkpoints of one training run into a new model folder.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoints", nargs="+", metavar="DIR", help="checkpoint folders to average")
-    source.add_argument(
-        "--last", type=int, metavar="N", help="average the newest N checkpoint-* folders of --run_dir"
-    )
-    parser.add_argument("--run_dir", help="training output folder holding checkpoint-* folders (with --last)")
-    parser.add_argument("--output", required=True, help="new folder for the averaged model")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`seq2seq-attn average ...`: returns 0, or 2 with `error: ...` on stderr for a user mistake."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.last is not None:
-            if not args.run_dir:
-                raise ValueError("--last needs --run_dir, the training output folder.")
-            folders = last_checkpoints(args.run_dir, args.last)
-            card_source = args.run_dir if os.path.isfile(os.path.join(args.run_dir, CARD_NAME)) else None
-        else:
-            if args.run_dir:
-                raise ValueError(
-                    "--run_dir goes with --last; with --checkpoints name the folders themselves."
-                )
-            folders, card_source = args.checkpoints, None
-        average_checkpoints(folders, args.output, card_source=card_source)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"Averaged {len(folders)} checkpoints ({', '.join(folders)}) into {args.output}")
-    return 0
-
-
 __all__ = [
     "AveragingOutcome",
     "average_and_keep_best",
@@ -523,5 +469,4 @@ __all__ = [
     "average_weights",
     "checkpoint_folders",
     "last_checkpoints",
-    "main",
 ]
