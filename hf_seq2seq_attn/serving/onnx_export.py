@@ -356,59 +356,18 @@ def export_onnx(model, output_dir, tokenizer=None, int8: bool = False) -> pathli
     return output
 
 
+SOURCE_AXES = {0: "batch", 1: "source_length"}
+
+
 def _export_graphs(model, output: pathlib.Path) -> dict:
     """Trace the three graphs into `output` and return the manifest describing them."""
     input_ids, attention_mask = _example_source(model.config)
-    encoder_outputs = model.model.encoder(input_ids, attention_mask)
-    source_axes = {0: "batch", 1: "source_length"}
-    _export(
-        _EncoderGraph(model),
-        (input_ids, attention_mask),
-        output / "encoder.onnx",
-        {"inputs": ["input_ids", "attention_mask"], "outputs": ["last_hidden_state", "final_hidden_state"]},
-        {
-            "input_ids": source_axes,
-            "attention_mask": source_axes,
-            "last_hidden_state": source_axes,
-            "final_hidden_state": {0: "batch"},
-        },
-    )
-
+    encoder_outputs = _export_encoder(model, input_ids, attention_mask, output)
     cache = model.model.decoder.init_cache(encoder_outputs)
     state_names = [name for name in STATE_FIELDS if getattr(cache, name) is not None]
-    mask = encoder_outputs.attention_mask
-    _export(
-        _InitGraph(model, state_names),
-        (encoder_outputs.last_hidden_state, encoder_outputs.final_hidden_state, mask),
-        output / "decoder_init.onnx",
-        {"inputs": ["last_hidden_state", "final_hidden_state", "attention_mask"], "outputs": state_names},
-        {
-            "last_hidden_state": source_axes,
-            "final_hidden_state": {0: "batch"},
-            "attention_mask": source_axes,
-            **{name: _state_axes(name) for name in state_names},
-        },
-    )
-
+    _export_init(model, encoder_outputs, state_names, output)
     recurrent = [name for name in state_names if name in RECURRENT_FIELDS]
-    start = torch.full((input_ids.shape[0], 1), model.config.decoder_start_token_id, dtype=torch.long)
-    _export(
-        _StepGraph(model, state_names),
-        (start, mask, *(getattr(cache, name) for name in state_names)),
-        output / "decoder_step.onnx",
-        {
-            "inputs": ["decoder_input_ids", "mask", *state_names],
-            "outputs": ["logits", *(f"next_{name}" for name in recurrent), "attn_weights"],
-        },
-        {
-            "decoder_input_ids": {0: "batch"},
-            "mask": source_axes,
-            **{name: _state_axes(name) for name in state_names},
-            "logits": {0: "batch"},
-            **{f"next_{name}": _state_axes(name) for name in recurrent},
-            "attn_weights": {0: "batch", 3: "source_length"},
-        },
-    )
+    _export_step(model, cache, encoder_outputs.attention_mask, state_names, output)
     return {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
@@ -419,6 +378,66 @@ def _export_graphs(model, output: pathlib.Path) -> dict:
         "recurrent_state_names": recurrent,
         "graphs": {"fp32": {name: f"{name}.onnx" for name in GRAPH_NAMES}},
     }
+
+
+def _export_encoder(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, output: pathlib.Path):
+    """`encoder.onnx`: source ids `(B, S)` -> states `(B, S, K)` and summary `(B, K)`; returns the traced outputs."""
+    _export(
+        _EncoderGraph(model),
+        (input_ids, attention_mask),
+        output / "encoder.onnx",
+        {"inputs": ["input_ids", "attention_mask"], "outputs": ["last_hidden_state", "final_hidden_state"]},
+        {
+            "input_ids": SOURCE_AXES,
+            "attention_mask": SOURCE_AXES,
+            "last_hidden_state": SOURCE_AXES,
+            "final_hidden_state": {0: "batch"},
+        },
+    )
+    return model.model.encoder(input_ids, attention_mask)
+
+
+def _export_init(model, encoder_outputs, state_names: list[str], output: pathlib.Path) -> None:
+    """`decoder_init.onnx`: encoder outputs -> the initial decoder state (bridge, projected keys)."""
+    _export(
+        _InitGraph(model, state_names),
+        (
+            encoder_outputs.last_hidden_state,
+            encoder_outputs.final_hidden_state,
+            encoder_outputs.attention_mask,
+        ),
+        output / "decoder_init.onnx",
+        {"inputs": ["last_hidden_state", "final_hidden_state", "attention_mask"], "outputs": state_names},
+        {
+            "last_hidden_state": SOURCE_AXES,
+            "final_hidden_state": {0: "batch"},
+            "attention_mask": SOURCE_AXES,
+            **{name: _state_axes(name) for name in state_names},
+        },
+    )
+
+
+def _export_step(model, cache, mask: torch.Tensor, state_names: list[str], output: pathlib.Path) -> None:
+    """`decoder_step.onnx`: one token `(B, 1)` and the state -> logits `(B, V)`, next state, attention."""
+    recurrent = [name for name in state_names if name in RECURRENT_FIELDS]
+    start = torch.full((mask.shape[0], 1), model.config.decoder_start_token_id, dtype=torch.long)
+    _export(
+        _StepGraph(model, state_names),
+        (start, mask, *(getattr(cache, name) for name in state_names)),
+        output / "decoder_step.onnx",
+        {
+            "inputs": ["decoder_input_ids", "mask", *state_names],
+            "outputs": ["logits", *(f"next_{name}" for name in recurrent), "attn_weights"],
+        },
+        {
+            "decoder_input_ids": {0: "batch"},
+            "mask": SOURCE_AXES,
+            **{name: _state_axes(name) for name in state_names},
+            "logits": {0: "batch"},
+            **{f"next_{name}": _state_axes(name) for name in recurrent},
+            "attn_weights": {0: "batch", 3: "source_length"},
+        },
+    )
 
 
 # --------------------------------------------------------------------------------------------
