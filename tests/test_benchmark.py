@@ -1,10 +1,11 @@
-"""hf_seq2seq_attn.benchmark: a quick run of every figure, the side-by-side mode, and the analytic FLOP
-count against torch's own FLOP counter for every model variant."""
+"""hf_seq2seq_attn.benchmark: a quick run of every figure, the side-by-side mode, the analytic FLOP
+count against torch's own FLOP counter for every model variant, and the bytes of the batch-1 floor."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import shutil
 import sys
@@ -20,8 +21,15 @@ from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGenerati
 from hf_seq2seq_attn.benchmark import main
 from hf_seq2seq_attn.benchmark.backends import BACKENDS
 from hf_seq2seq_attn.benchmark.figures import FIGURES
+from hf_seq2seq_attn.benchmark.floor import (
+    bench_bandwidth,
+    cache_bytes,
+    last_level_cache_bytes,
+    step_weight_bytes,
+)
 from hf_seq2seq_attn.benchmark.flops import forward_flops, train_flops_per_step
 from hf_seq2seq_attn.benchmark.timing import time_interleaved
+from hf_seq2seq_attn.benchmark.workload import QUICK_WORKLOAD, Bench, make_archs
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--quick", "--threads", "1", "--warmup", "0"]
@@ -35,6 +43,25 @@ def metrics(row: str) -> dict[str, float]:
 
 def rows(lines: list[str], *head: str) -> list[str]:
     return [line for line in lines if line.split()[: len(head)] == list(head)]
+
+
+def floor_rows(lines: list[str]) -> dict[str, dict[str, float]]:
+    """The `floor` rows by label (the words between the architecture and the figures): their figures."""
+    floors = {}
+    for line in rows(lines, "floor"):
+        label = " ".join(word for word in line.split()[3:] if "=" not in word)
+        assert label not in floors, f"{label!r} printed twice"
+        floors[label] = metrics(line)
+    return floors
+
+
+def check_floor(row: dict[str, float], ms_per_sentence: float, new_tokens: int) -> None:
+    """A floor row: positive finite figures, computed from the printed ones (rounded to 3 digits)."""
+    assert set(row) == {"ms/token", "memory_floor_ms", "arith_floor_ms", "x_floor"}, row
+    assert all(value > 0 and math.isfinite(value) for value in row.values()), row
+    assert row["ms/token"] == pytest.approx(ms_per_sentence / new_tokens, rel=0.01)
+    floor = max(row["memory_floor_ms"], row["arith_floor_ms"])
+    assert row["x_floor"] == pytest.approx(row["ms/token"] / floor, rel=0.02)
 
 
 def onnx_installed() -> bool:
@@ -66,6 +93,14 @@ def test_quick_run_prints_every_figure(capsys):
     assert any("generate() / bare decoder loop" in line for line in ratios)
     step = metrics(rows(lines, "step", "ours")[0])
     assert step["b1_generate/loop"] == pytest.approx(step["b1_generate_ms"] / step["b1_loop_ms"], rel=0.01)
+    floors = floor_rows(lines)
+    step_row = floors["decoder step, batch 1"]
+    assert all(value > 0 and math.isfinite(value) for value in step_row.values()), step_row
+    assert step_row["int8_MB"] < step_row["fp32_MB"]
+    assert step_row["GB/s"] == metrics(rows(lines, "bandwidth")[0])["GB/s"]
+    assert step_row["GFLOP/s"] == metrics(rows(lines, "matmul")[0])["GFLOP/s"]
+    latency_ms = metrics(rows(lines, "latency", "ours")[0])["ms/sentence"]
+    check_floor(floors["latency ours"], latency_ms, QUICK_WORKLOAD.new_tokens)
 
     backends = {line.split()[1]: metrics(line) for line in rows(lines, "backends")}
     if not onnx_installed():
@@ -82,6 +117,10 @@ def test_quick_run_prints_every_figure(capsys):
             onnx["b4_greedy_tok/s"] / pytorch["b4_greedy_tok/s"], rel=0.02
         )
         assert onnx["size_ratio"] == pytest.approx(onnx["size_MiB"] / pytorch["size_MiB"], rel=0.02)
+        check_floor(floors[f"backends {name}"], onnx["b1_latency_ms"], QUICK_WORKLOAD.new_tokens)
+    # int8 weights: a lower memory floor than fp32's for the same step
+    int8, fp32 = floors["backends onnx-int8"], floors["backends onnx-fp32"]
+    assert int8["memory_floor_ms"] < fp32["memory_floor_ms"] == floors["latency ours"]["memory_floor_ms"]
 
 
 def test_onnx_rows_are_skipped_with_an_install_hint_without_onnxruntime(capsys, monkeypatch):
@@ -131,6 +170,12 @@ def test_compare_with_another_checkout(capsys, tmp_path, their_benchmark):
     ratios = [line for line in lines if line.startswith("ratio") and "ours/theirs" in line]
     assert len(ratios) == 2
     assert not rows(lines, "compare", "ours", "greedy"), "--only was not honoured"
+    # The floor: once for both sides (one model shape, one machine), each side's latency against it.
+    floors = floor_rows(lines)
+    assert set(floors) == {"decoder step, batch 1", "latency ours", "latency theirs"}
+    for side in ("ours", "theirs"):
+        (row,) = rows(lines, "compare", side, "latency")
+        check_floor(floors[f"latency {side}"], metrics(row)["ms/sentence"], QUICK_WORKLOAD.new_tokens)
 
 
 @pytest.mark.skipif(not onnx_installed(), reason="needs the [onnx] extra")
@@ -152,6 +197,12 @@ def test_compare_times_our_onnx_latency_against_their_pytorch_latency(capsys, tm
         # The ratio is computed from the printed figures (rounded to 3 significant digits).
         assert float(ratio.split()[5]) == pytest.approx(ours_ms / theirs_ms, rel=0.02), ratio
     assert not rows(lines, "compare", "ours", "latency"), "only the asked figures run on our side"
+    assert set(floor_rows(lines)) == {
+        "decoder step, batch 1",
+        "onnx_fp32 ours",
+        "onnx_int8 ours",
+        "latency theirs",
+    }
 
 
 @pytest.mark.skipif(not onnx_installed(), reason="needs the [onnx] extra")
@@ -299,6 +350,115 @@ def test_forward_flops_of_a_padded_batch(rnn):
     counted = torch_flops(model, input_ids, labels, attention_mask=(input_ids != 0).long())
     assert counted == forward_flops(config, 3, 5, 4, source_tokens=sum(lengths))
     assert counted < forward_flops(config, 3, 5, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# The floor of batch-1 decoding: bytes one decoder step reads
+# --------------------------------------------------------------------------------------------
+DECODER = "model.decoder."
+# Per variant: the tensors of the state_dict one step reads in full, as (weight matrices, the rest).
+STEP_TENSORS = {
+    "gru-additive-1head-bahdanau-tied": (
+        dict(),
+        ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "attention.query_proj.weight", "readout.weight"],
+        ["rnn.bias_ih_l0", "rnn.bias_hh_l0", "attention.energy", "readout.bias"],
+    ),
+    "lstm-general-4heads-luong-2layers-untied": (
+        dict(
+            rnn_type="lstm",
+            attention_type="general",
+            num_attention_heads=4,
+            decoder_style="luong",
+            decoder_layers=2,
+            tie_word_embeddings=False,
+            decoder_vocab_size=19,
+        ),  # fmt: skip
+        [
+            "rnn.weight_ih_l0",
+            "rnn.weight_hh_l0",
+            "rnn.weight_ih_l1",
+            "rnn.weight_hh_l1",
+            "attention.query_proj.weight",
+            "attention.out_proj.weight",
+            "readout.weight",
+        ],  # fmt: skip
+        [
+            "rnn.bias_ih_l0",
+            "rnn.bias_hh_l0",
+            "rnn.bias_ih_l1",
+            "rnn.bias_hh_l1",
+            "attention.query_proj.bias",
+            "attention.out_proj.bias",
+            "readout.bias",
+        ],  # fmt: skip
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", STEP_TENSORS)
+def test_step_weight_bytes_count_the_tensors_a_decoder_step_reads(variant):
+    """Against the state_dict: the named decoder tensors, the whole output projection, one embedding row;
+    not the key/value projections, `bilinear` or the bridge (once per source). int8: 1 byte per element of
+    the weight matrices and the embedding row, 4 for the rest."""
+    overrides, matrices, rest = STEP_TENSORS[variant]
+    config = make_config(**overrides)
+    model = Seq2SeqAttnForConditionalGeneration(config)
+    state = model.state_dict()
+    matrix_count = sum(state[DECODER + name].numel() for name in matrices) + state["lm_head.weight"].numel()
+    rest_count = sum(state[DECODER + name].numel() for name in rest) + state["lm_head.bias"].numel()
+    row = config.embedding_size
+    assert step_weight_bytes(model) == 4 * (matrix_count + rest_count + row)
+    assert step_weight_bytes(model, int8=True) == matrix_count + row + 4 * rest_count
+
+
+def test_int8_step_reads_about_a_quarter_of_the_fp32_bytes_at_the_default_shape():
+    """The weight matrices dominate: int8 reads a little over 1/4 of the fp32 bytes (biases stay fp32)."""
+    model = Seq2SeqAttnForConditionalGeneration(make_archs(quick=False)[0].config())
+    fp32, int8 = step_weight_bytes(model), step_weight_bytes(model, int8=True)
+    matrices = sum(
+        p.numel() for name, p in model.named_parameters() if name.endswith("weight") and p.dim() == 2
+    )
+    assert fp32 > 4e6 and 0.25 < int8 / fp32 < 0.26 and fp32 < 4 * matrices
+
+
+@pytest.mark.parametrize("attention, heads", [("additive", 1), ("dot", 1), ("general", 1), ("scaled_dot", 4)])
+def test_cache_bytes_equal_the_keys_and_values_of_init_cache(attention, heads):
+    """Against the tensors `init_cache` keeps for one source (the same tensor counted once)."""
+    config = make_config(attention_type=attention, num_attention_heads=heads)
+    model = Seq2SeqAttnForConditionalGeneration(config).eval()
+    input_ids = padded_batch([7])
+    with torch.no_grad():
+        encoded = model.model.encoder(input_ids, torch.ones_like(input_ids))
+        cache = model.model.decoder.init_cache(encoded)
+    tensors = {tensor.data_ptr(): tensor for tensor in (cache.keys, cache.values)}
+    assert cache_bytes(model, 7) == sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+@pytest.mark.skipif(not onnx_installed(), reason="needs the [onnx] extra")
+def test_int8_weight_count_matches_the_int8_decoder_step_graph(tmp_path):
+    """The elements `step_weight_bytes` counts at 1 byte are those the int8 `decoder_step` graph multiplies
+    as int8 (`MatMulInteger` weights); the graph's embedding table is int8 too (one row read per step)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from hf_seq2seq_attn.serving.onnx_export import export_onnx
+
+    config = make_config(rnn_type="lstm", num_attention_heads=2, decoder_layers=2)
+    model = Seq2SeqAttnForConditionalGeneration(config).eval()
+    graph = onnx.load(str(Path(export_onnx(model, tmp_path, int8=True)) / "decoder_step.int8.onnx")).graph
+    weights = {name for node in graph.node if node.op_type == "MatMulInteger" for name in node.input}
+    arrays = [numpy_helper.to_array(tensor) for tensor in graph.initializer if tensor.name in weights]
+    int8_elements = sum(array.size for array in arrays if array.ndim == 2)  # not the zero points
+    row = config.embedding_size
+    # fp32 - int8 = 3 bytes saved per element held as int8
+    counted = (step_weight_bytes(model) - step_weight_bytes(model, int8=True)) // 3 - row
+    assert int8_elements == counted
+
+
+def test_bandwidth_is_a_positive_number_of_gigabytes_per_second():
+    row = bench_bandwidth(Bench(torch.device("cpu"), 1, 0, QUICK_WORKLOAD))
+    assert 0 < row["GB/s"] < math.inf and row["MiB"] == QUICK_WORKLOAD.stream_mib
+    assert last_level_cache_bytes() >= 0
 
 
 # --------------------------------------------------------------------------------------------

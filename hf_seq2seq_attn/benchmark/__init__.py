@@ -3,6 +3,8 @@ other backends (ONNX Runtime) and another checkout of this package (`seq2seq-att
 
 Figures, one printed line each (medians over `--repeats` timed calls after `--warmup` untimed ones):
     matmul    fp32 `torch.mm` GFLOP/s of this machine at this thread count (best of the sizes' medians)
+    bandwidth memory read GB/s at this thread count: the best of a few sums of an array well beyond the
+              last-level cache (`floor.bench_bandwidth`)
     train     target tokens/s of one training step: forward + loss + backward + Adam step
     mfu       our achieved model FLOP/s in training / the matmul peak (FLOPs from `train_flops_per_step`)
     greedy    new tokens/s of greedy `generate()` on a batch (ours) vs d2l's one-sentence-at-a-time loop
@@ -14,11 +16,17 @@ Figures, one printed line each (medians over `--repeats` timed calls after `--wa
               beam throughput, model file size, and each ONNX figure's ratio to PyTorch's (same run,
               the three backends timed in alternation); skipped with a note without `onnxruntime`
 
+After the `ratio` lines, `floor` lines put each batch-1 figure (`latency`, the ONNX backends' batch-1 latency)
+against the machine's limit (`floor.py`): what one decoder step must read (its weights, fp32 or int8, and the
+keys and values of one source) / `bandwidth`, and its FLOPs / `matmul`, in ms per token, and the measured
+ms per token as a multiple of the larger floor (`x_floor`).
+
 With `--compare_with DIR` the benchmark instead runs `train`, `greedy`, `beam` and `latency` of our
 model side by side with the same figures of the package found in DIR (another checkout), each side in
 its own worker process, alternating the timed calls so machine noise hits both alike, and prints
 ours/theirs ratios; `onnx_fp32` and `onnx_int8` time our ONNX Runtime batch-1 latency against the
-other checkout's PyTorch `latency` (skipped with a note without `onnxruntime`).
+other checkout's PyTorch `latency` (skipped with a note without `onnxruntime`). The batch-1 figures of both
+sides get `floor` lines, printed once (one model shape, one machine; the peaks measured before the workers start).
 
 With `--data` it instead runs the data section (`data.py`): peak memory and time to the first
 training step of `seq2seq-attn train --max_steps 10` on synthetic corpora of `--data_pairs` pairs (cold, then
@@ -38,6 +46,7 @@ Modules, in the order a run uses them:
     workload.py       batch shapes, the two architectures, `Bench` (device, timing settings, models, ids)
     timing.py         median wall-clock time of a call, alone or in alternation with others
     flops.py          analytic FLOP count from a config, the matmul peak and MFU figures
+    floor.py          bytes and FLOPs of one batch-1 decoder step, memory bandwidth, the floor lines' figures
     training.py       training-step jobs and the train and memory figures
     generation.py     generation jobs and the greedy, beam, latency and step figures
     backends.py       PyTorch fp32 vs ONNX Runtime fp32 / int8 (needs the [onnx] extra)

@@ -14,9 +14,17 @@ import torch
 import transformers
 
 from .backends import onnx_available
-from .compare import COMPARE_FIGURES, OURS_ONLY, check_checkout, run_compare
+from .compare import (
+    COMPARE_FIGURES,
+    COMPARE_FLOORS,
+    OURS_ONLY,
+    check_checkout,
+    print_compare_floors,
+    run_compare,
+)
 from .data import DEFAULT_BASELINE_PAIRS, DEFAULT_PAIRS, DEFAULT_TOKENIZE_PAIRS, run_data_section
-from .figures import FIGURES, NEEDS, run_figures, summarize
+from .figures import FIGURES, NEEDS, run_figures, summarize, summarize_floors
+from .floor import measure_peaks
 from .report import print_data_header, print_header
 from .training import memory_step
 from .workload import Bench, make_archs, workload_of
@@ -177,7 +185,9 @@ def figures_mode(args: argparse.Namespace) -> int:
     bench = Bench(device, args.repeats, args.warmup, workload)
     for threads in args.threads:
         torch.set_num_threads(threads)
-        summarize(run_figures(bench, archs, args.only, threads, args.quick), threads)
+        results = run_figures(bench, archs, args.only, threads, args.quick)
+        summarize(results, threads)
+        summarize_floors(bench, archs, results, threads)
     return 0
 
 
@@ -192,9 +202,13 @@ def compare_mode(args: argparse.Namespace) -> int:
     if (note := onnx_available()) is not None and any(name in OURS_ONLY for name in figures):
         print(note)
         figures = [name for name in figures if name not in OURS_ONLY]
+    bench = Bench(torch.device("cpu"), args.repeats, args.warmup, workload_of(args.quick), baseline=False)
+    floors = any(name in COMPARE_FLOORS for name in figures)
     try:
         for threads in args.threads:
-            run_compare(
+            torch.set_num_threads(threads)
+            peaks = measure_peaks(bench) if floors else None  # before the workers start: a quiet machine
+            values = run_compare(
                 args.compare_with,
                 figures,
                 threads,
@@ -203,6 +217,8 @@ def compare_mode(args: argparse.Namespace) -> int:
                 args.quick,
                 args.compare_python,
             )
+            if peaks is not None:
+                print_compare_floors(bench, archs[0], values, peaks, threads)
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

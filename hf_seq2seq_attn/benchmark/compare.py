@@ -24,6 +24,7 @@ import torch
 import transformers
 
 from .backends import onnx_runners
+from .floor import Peaks, cost_metrics, floor_line, floor_metrics, step_cost
 from .generation import generate_fn, one_at_a_time_fn
 from .report import fmt
 from .timing import time_once
@@ -34,6 +35,8 @@ COMPARE_FIGURES = ("train", "greedy", "beam", "latency", "onnx_fp32", "onnx_int8
 # `--compare_with` figures timed on our side only (the other checkout may have no ONNX export), each
 # against the other side's figure named here: our ONNX Runtime batch-1 latency vs their PyTorch one.
 OURS_ONLY = {"onnx_fp32": "latency", "onnx_int8": "latency"}
+# The batch-1 figures printed against the floor (`floor.py`), each with whether its weights are int8.
+COMPARE_FLOORS = {"latency": False, "onnx_fp32": False, "onnx_int8": True}
 REPLY_PREFIX = "@bench-worker "
 # The name these modules get in a worker. Not `hf_seq2seq_attn.benchmark`: there that names the other
 # checkout's benchmark (or nothing), and `hf_seq2seq_attn` itself must stay the other checkout's package.
@@ -306,3 +309,25 @@ def _print_comparison(
             flush=True,
         )
     return result
+
+
+def print_compare_floors(
+    bench: Bench, arch: Arch, values: dict[str, dict[str, float]], peaks: Peaks, threads: int
+) -> list[str]:
+    """The `floor` lines of a side-by-side run, once for both sides (the floor depends on the model shape,
+    which both sides share, and on this machine): what a decoder step reads and computes and the peaks,
+    then each batch-1 figure of `values` (`run_compare`'s medians, ms/sentence) against the floors."""
+    cost = step_cost(bench.ours(arch), bench.workload.src_len)
+    lines = [floor_line(threads, arch.name, "decoder step, batch 1", cost_metrics(cost, peaks))]
+    rows: dict[str, tuple[float, bool]] = {}  # label -> (ms/sentence, int8)
+    for figure, sides in values.items():
+        if figure in COMPARE_FLOORS:
+            rows[f"{figure} ours"] = (sides["ours"], COMPARE_FLOORS[figure])
+            if OURS_ONLY.get(figure, figure) == "latency":  # theirs is their PyTorch latency
+                rows["latency theirs"] = (sides["theirs"], False)
+    for label, (ms_per_sentence, int8) in rows.items():
+        metrics = floor_metrics(ms_per_sentence / bench.workload.new_tokens, cost, peaks, int8)
+        lines.append(floor_line(threads, arch.name, label, metrics))
+    for line in lines:
+        print(line, flush=True)
+    return lines

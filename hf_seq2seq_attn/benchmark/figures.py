@@ -1,18 +1,27 @@
-"""The normal run: each selected figure for each architecture, one printed row each, then the ratio lines."""
+"""The normal run: each selected figure for each architecture, one printed row each, then the ratio lines and
+the floor lines of the batch-1 figures."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .backends import bench_backends
+from .floor import Peaks, bench_bandwidth, cost_metrics, floor_line, floor_metrics, step_cost
 from .flops import bench_matmul, bench_mfu
 from .generation import bench_beam, bench_greedy, bench_latency, bench_step
 from .report import fmt
 from .training import bench_train, measure_memory
 from .workload import Arch, Bench
 
-FIGURES = ("matmul", "train", "mfu", "greedy", "beam", "latency", "step", "memory", "backends")
-NEEDS = {"mfu": ("train", "matmul")}  # figures computed from other figures
+FIGURES = ("matmul", "bandwidth", "train", "mfu", "greedy", "beam", "latency", "step", "memory", "backends")
+# figures computed from other figures; the batch-1 ones print their floors from the machine's peaks
+NEEDS = {"mfu": ("train", "matmul"), "latency": ("matmul", "bandwidth"), "backends": ("matmul", "bandwidth")}
+# (figure, kind, metric, int8 weights) of each batch-1 figure printed against the floor (`floor.py`)
+FLOORS = [
+    ("latency", "ours", "ms/sentence", False),
+    ("backends", "onnx-fp32", "b1_latency_ms", False),
+    ("backends", "onnx-int8", "b1_latency_ms", True),
+]
 Results = dict[tuple[str, str, str], dict[str, Any]]  # (figure, kind, arch) -> metrics
 
 # (label, figure, metric, ours/d2l (True), d2l/ours (False) or ours alone (None)) of each ratio line
@@ -40,6 +49,8 @@ def run_figures(bench: Bench, archs: list[Arch], figures: set[str], threads: int
     kinds = ["ours", "d2l"] if bench.baseline else ["ours"]
     if "matmul" in figures:
         emit("matmul", "mm", "fp32", bench_matmul(bench))
+    if "bandwidth" in figures:
+        emit("bandwidth", "sum", "fp32", bench_bandwidth(bench))
     for arch in archs:
         for kind in kinds if "train" in figures else []:
             emit("train", kind, arch.name, bench_train(bench, arch, kind))
@@ -77,6 +88,30 @@ def summarize(results: Results, threads: int) -> list[str]:
                     continue
                 value = ours[metric] / d2l[metric] if ours_over_d2l else d2l[metric] / ours[metric]
             lines.append(f"ratio    threads={threads}  {arch:<8} {label:<50} {value:8.3f}")
+    for line in lines:
+        print(line)
+    return lines
+
+
+def summarize_floors(bench: Bench, archs: list[Arch], results: Results, threads: int) -> list[str]:
+    """Per architecture with a batch-1 figure in `results`: one `floor` line with what a decoder step reads
+    and computes and the machine's peaks, then one per batch-1 figure (`FLOORS`): its ms per generated token
+    beside the memory and arithmetic floors of a step and its multiple of the larger (`floor.py`)."""
+    if ("matmul", "mm", "fp32") not in results or ("bandwidth", "sum", "fp32") not in results:
+        return []
+    peaks = Peaks(results["bandwidth", "sum", "fp32"]["GB/s"], results["matmul", "mm", "fp32"]["GFLOP/s"])
+    tokens = bench.workload.new_tokens
+    lines = []
+    for arch in archs:
+        measured = [row for row in FLOORS if (row[0], row[1], arch.name) in results]
+        if not measured:
+            continue
+        cost = step_cost(bench.ours(arch), bench.workload.src_len)
+        lines.append(floor_line(threads, arch.name, "decoder step, batch 1", cost_metrics(cost, peaks)))
+        for figure, kind, metric, int8 in measured:
+            ms_per_token = results[figure, kind, arch.name][metric] / tokens
+            metrics = floor_metrics(ms_per_token, cost, peaks, int8)
+            lines.append(floor_line(threads, arch.name, f"{figure} {kind}", metrics))
     for line in lines:
         print(line)
     return lines

@@ -37,6 +37,8 @@ class Workload:
     new_tokens: int = 30  # generated tokens per sentence, forced
     sentences: int = 8  # sentences per timed call of the one-at-a-time loops (latency, d2l greedy)
     matmul_sizes: tuple[int, ...] = (1024, 2048)
+    stream_mib: int = 256  # the memory-bandwidth array (`floor.bench_bandwidth`), at least...
+    stream_over_cache: int = 4  # ...this many times the last-level cache, so it streams from memory
     memory_archs: tuple[str, ...] = ("default", "d2l")  # one fresh process each, ~4 s of imports
 
 
@@ -49,6 +51,8 @@ QUICK_WORKLOAD = Workload(
     new_tokens=5,
     sentences=2,
     matmul_sizes=(64, 128),
+    stream_mib=16,
+    stream_over_cache=0,
     memory_archs=("default",),
 )
 
