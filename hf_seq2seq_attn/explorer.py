@@ -12,12 +12,16 @@ The page is built from pure functions that are tested without a browser:
 - [`explore`]: one `generate()` call -> [`Exploration`]: source tokens, the hypotheses (n-best with
   scores) and the attention `(N, T, S)` behind each, beam hypotheses followed through `beam_indices`;
 - [`head_matrix`], [`heatmap_html`]: one head (or the mean of the heads) as an HTML table whose rows are
-  the output tokens and whose columns are the source tokens;
+  the output tokens and whose columns are the source tokens, with the coverage row under it
+  ([`source_coverage`]: the column sums, the attention each source token received);
 - [`alignment_html`]: the word alignment of [`hf_seq2seq_attn.core.alignment_seq2seq_attn`];
 - [`formula_markdown`]: the score function (equation and paper from its class in the modeling file),
   decoder style and sizes read from the config;
-- [`translate`], [`rerender`], [`change_model`]: the page's event handlers, plain functions of the
-  shared model cache and the components' values; [`build_app`] only lays out components and binds them.
+- "What if" ([`hf_seq2seq_attn.explorer_whatif`]): the top-k tokens at an output step, and the translation
+  re-decoded with another token forced there (`decoder_input_ids` of `generate()`);
+- [`translate`], [`rerender`], [`change_model`], [`whatif_reset`], [`whatif_alternatives`],
+  [`whatif_redecode`]: the page's event handlers, plain functions of the shared model cache and the
+  components' values; [`build_app`] only lays out components and binds them.
 
 Gradio is imported only by [`build_app`] and friends: `pip install 'hf_seq2seq_attn[app]'`.
 """
@@ -47,6 +51,7 @@ import torch
 
 from .core.alignment_seq2seq_attn import alignment_from_attention, eos_ids
 from .core.modeling_seq2seq_attn import ATTENTION_SCORES
+from .explorer_whatif import TOP_K, Alternative, Redecoding, redecode, top_alternatives
 from .tools.inference import (
     check_model_type,
     default_max_new_tokens,
@@ -322,11 +327,62 @@ HEATMAP_CSS = """
 .s2sa-heatmap tr:has(td:hover) th.s2sa-tgt { background: #ffe8a3; }
 .s2sa-heatmap caption { caption-side: top; text-align: left; padding-bottom: 4px; color: #555; white-space: nowrap; }
 .s2sa-align td, .s2sa-align th { padding: 1px 8px; text-align: left; }
+.s2sa-heatmap table.s2sa-table tfoot td.s2sa-cov { height: auto; font-size: 10px; padding: 2px 0 !important;
+  text-align: center; }
+.s2sa-heatmap table.s2sa-table tfoot td.s2sa-cov span { writing-mode: vertical-rl; transform: rotate(180deg); }
+.s2sa-heatmap table.s2sa-table tfoot th.s2sa-cov-label { text-align: right; font-style: italic; }
+.s2sa-heatmap p.s2sa-cov-note { color: #555; font-size: 12px; margin: 4px 0 0 0; }
 """
 
 
+COVERAGE_NOTE = (
+    "Coverage: the total attention each source token received (the column sums above; Tu et al. 2016). "
+    "Shaded against an even share, T/S = {share:.2f} here (1 when the translation is as long as the "
+    "source): purple = less (a dropped word?), orange = more (a word translated twice?)."
+)
+
+
+def source_coverage(matrix: np.ndarray) -> np.ndarray:
+    """`(T, S)` attention -> `(S,)` coverage: the attention each source token received over all T output
+    tokens (Tu et al. 2016, the sum their coverage vector accumulates). It sums to T."""
+    return matrix.sum(axis=0)  # (S,)
+
+
+def _coverage_colour(value: float, share: float) -> str:
+    """Background of a coverage cell: purple below the even share T/S (under-translated), orange above
+    (over-translated), stronger the further from it, full at 0 and at twice the share.
+
+    The share, not 1, is the reference: a translation twice as long as its source gives every word
+    coverage ~2, and only departures from that say something about one word."""
+    strength = min(abs(value / share - 1.0), 1.0) * 0.85 if share > 0 else 0.0
+    rgb = "117, 112, 179" if value < share else "230, 97, 1"
+    return f"rgba({rgb}, {strength:.3f})"
+
+
+def _coverage_html(matrix: np.ndarray, source: Sequence[str]) -> str:
+    """The `<tfoot>` row of [`source_coverage`] under the heat-map's columns (`source`: escaped tokens),
+    and the note that explains it, placed after the table.
+
+    Each cell shows the value (2 decimals), carries it in `data-coverage` (6 decimals) and as a hover tip."""
+    share = matrix.shape[0] / max(matrix.shape[1], 1)  # T / S
+    cells = "".join(
+        f'<td class="s2sa-cov" data-coverage="{value:.6f}" data-tip="{token}: total attention {value:.3f}" '
+        f'style="background: {_coverage_colour(value, share)}"><span>{value:.2f}</span></td>'
+        for token, value in zip(source, source_coverage(matrix).tolist(), strict=True)
+    )
+    note = html.escape(COVERAGE_NOTE.format(share=share))
+    return (
+        f'<tfoot><tr class="s2sa-coverage"><th class="s2sa-cov-label">coverage</th>{cells}</tr></tfoot>'
+        f'</table><p class="s2sa-cov-note">{note}</p>'
+    )
+
+
 def heatmap_html(
-    matrix: np.ndarray, source_tokens: Sequence[str], target_tokens: Sequence[str], caption: str = ""
+    matrix: np.ndarray,
+    source_tokens: Sequence[str],
+    target_tokens: Sequence[str],
+    caption: str = "",
+    coverage: bool = False,
 ) -> str:
     """An interactive heat-map: one table row per output token, one column per source token.
 
@@ -335,6 +391,8 @@ def heatmap_html(
         source_tokens: the S column labels.
         target_tokens: the T row labels.
         caption: a line above the table.
+        coverage (`bool`, defaults to `False`): add the [`source_coverage`] row under the columns
+            (`<tfoot>`, one `td.s2sa-cov` per source token) and a line explaining it.
 
     Returns:
         HTML (a `<style>` block and a `<table>`). Cell (t, s) is the s-th `<td>` of the t-th body row; it
@@ -365,7 +423,7 @@ def heatmap_html(
             tip = f"{target} ← {source[s]}: {weight:.3f}"
             parts.append(f'<td data-tip="{tip}" style="--w:{min(max(weight, 0.0), 1.0):.3f}"></td>')
         parts.append("</tr>")
-    parts.append("</tbody></table></div>")
+    parts += ["</tbody>", _coverage_html(matrix, source) if coverage else "</table>", "</div>"]
     return "".join(parts)
 
 
@@ -574,11 +632,16 @@ def model_header(cache: ModelCache, name: str) -> tuple[str, str, str, dict[str,
     return f"### {name}", formula_markdown(model.config), "", head_update
 
 
+def _which_head(head: int | None, num_heads: int) -> str:
+    """What a heat-map of head `head` (None = average) shows: "head 2", "average of heads", "attention"."""
+    if head is not None:
+        return f"head {head + 1}"
+    return "average of heads" if num_heads > 1 else "attention"
+
+
 def _caption(index: int, head: int | None, num_heads: int) -> str:
     """The line above the heat-map of hypothesis `index` (0-based) and head `head` (None = average)."""
-    which = "average of heads" if num_heads > 1 else "attention"
-    if head is not None:
-        which = f"head {head + 1}"
+    which = _which_head(head, num_heads)
     return f"Hypothesis {index + 1} ({which}): rows = output tokens, columns = source tokens. Hover a cell."
 
 
@@ -596,6 +659,7 @@ def _render(
         exploration.source_tokens,
         hypothesis.tokens,
         _caption(index, head, exploration.num_heads),
+        coverage=True,
     )
     try:
         _, tokenizer = cache.get(name)
@@ -655,6 +719,135 @@ def rerender(
         return f"<p>{html.escape(_friendly(err))}</p>", ""
 
 
+# ----- What if: replace an output token, decode the rest ([`explorer_whatif`]) -------------------
+WHATIF_HELP = (
+    "Pick an output token of the shown hypothesis and a token the model could have produced instead "
+    f"(its {TOP_K} most probable at that step). **Re-decode** forces the tokens before it and your choice "
+    "(`decoder_input_ids` of `generate()`) and decodes the rest with the same search as the translation "
+    "(greedy, or beam search of the same width, keeping its best hypothesis)."
+)
+
+
+def _shown_hypothesis(exploration: Exploration | None, index: int | None) -> Hypothesis | None:
+    """Hypothesis `index` of the n-best list (the first for an index out of range), or None."""
+    if exploration is None or not exploration.hypotheses:
+        return None
+    return exploration.hypotheses[
+        index if index is not None and 0 <= index < len(exploration.hypotheses) else 0
+    ]
+
+
+def position_choices(hypothesis: Hypothesis) -> list[tuple[str, int]]:
+    """Choices of the what-if position list: `("1. the", 0)`, ... one per output token."""
+    return [(f"{t + 1}. {token}", t) for t, token in enumerate(hypothesis.tokens)]
+
+
+def alternative_choices(alternatives: Sequence[Alternative], original: int) -> list[tuple[str, int]]:
+    """Choices of the what-if token list: `("the (p = 0.412, original)", id)`, most probable first."""
+    return [
+        (f"{a.token} (p = {a.probability:.3f}{', original' if a.token_id == original else ''})", a.token_id)
+        for a in alternatives
+    ]
+
+
+def _whatif_message(message: str) -> str:
+    """The what-if result box when there is no new translation to show."""
+    return f'<p class="s2sa-whatif-message">{html.escape(message)}</p>'
+
+
+def whatif_reset(exploration: Exploration | None, index: int | None) -> tuple[Any, ...]:
+    """After a translation, a pick in the n-best list or a model change: offer the output positions of the
+    shown hypothesis, clear the alternatives and any earlier re-decoding.
+
+    Returns:
+        The position list update, the alternatives update, the result HTML and the heat-map HTML.
+    """
+    hypothesis = _shown_hypothesis(exploration, index)
+    positions = [] if hypothesis is None else position_choices(hypothesis)
+    return _update(choices=positions, value=None), _update(choices=[], value=None), "", ""
+
+
+def whatif_alternatives(
+    cache: ModelCache, name: str, exploration: Exploration | None, index: int | None, position: int | None
+) -> tuple[Any, str]:
+    """A pick in the position list: the top-k tokens at that step, the most probable other token picked.
+
+    Returns:
+        The alternatives update and the result HTML (a message when they could not be computed).
+    """
+    hypothesis = _shown_hypothesis(exploration, index)
+    if exploration is None or hypothesis is None or position is None:
+        return _update(choices=[], value=None), ""
+    try:
+        model, tokenizer = cache.get(name)
+        found = top_alternatives(
+            model, tokenizer, exploration.source_ids, hypothesis.token_ids, int(position)
+        )
+    except Exception as err:
+        logger.exception("top-k alternatives failed")
+        return _update(choices=[], value=None), _whatif_message(f"No alternatives: {_friendly(err)}")
+    original = hypothesis.token_ids[int(position)]
+    others = [a.token_id for a in found if a.token_id != original]
+    return _update(choices=alternative_choices(found, original), value=others[0] if others else None), ""
+
+
+def redecoding_html(redecoding: Redecoding, position: int) -> str:
+    """The new translation, the forced token and the change in sequence log-probability.
+
+    The translation is `.s2sa-whatif-text`; the `<div>` carries its ids in `data-ids` (space-separated)."""
+    search = (
+        "greedy search" if redecoding.num_beams == 1 else f"beam search with {redecoding.num_beams} beams"
+    )
+    new, old = redecoding.log_prob, redecoding.original_log_prob
+    forced = html.escape(redecoding.tokens[position])
+    per_token = f"{old / len(redecoding.original_log_probs):.3f} → {new / len(redecoding.log_probs):.3f}"
+    return (
+        f'<div class="s2sa-whatif" data-ids="{" ".join(map(str, redecoding.token_ids))}">'
+        f"<p>Token {position + 1} forced to <code>{forced}</code>, the rest decoded by {search}: "
+        f'<b class="s2sa-whatif-text">{html.escape(redecoding.text)}</b></p>'
+        f'<p>Sequence log-probability: {old:.3f} → {new:.3f} (<span class="s2sa-whatif-change">'
+        f"{new - old:+.3f}</span>); per token {per_token}.</p></div>"
+    )
+
+
+def whatif_redecode(
+    cache: ModelCache,
+    name: str,
+    exploration: Exploration | None,
+    index: int | None,
+    position: int | None,
+    token_id: int | None,
+    head: int | None,
+) -> tuple[str, str]:
+    """The Re-decode button: force `token_id` at `position` of the shown hypothesis, decode the rest.
+
+    Returns:
+        The result HTML ([`redecoding_html`]) and the new translation's heat-map (head `head`, with coverage).
+    """
+    hypothesis = _shown_hypothesis(exploration, index)
+    if exploration is None or hypothesis is None or position is None or token_id is None:
+        return _whatif_message("Pick an output token and a replacement first."), ""
+    try:
+        model, tokenizer = cache.get(name)
+        redecoding = redecode(
+            model,
+            tokenizer,
+            exploration.source_ids,
+            hypothesis.token_ids,
+            int(position),
+            int(token_id),
+            num_beams=exploration.num_beams,
+        )
+    except Exception as err:
+        logger.exception("re-decoding failed")
+        return _whatif_message(f"Re-decoding failed: {_friendly(err)}"), ""
+    head = None if head is None or head < 0 or head >= exploration.num_heads else head
+    caption = f"What if ({_which_head(head, exploration.num_heads)}): rows = output tokens, columns = source tokens."
+    matrix = head_matrix(redecoding.attention, head)
+    heatmap = heatmap_html(matrix, exploration.source_tokens, redecoding.tokens, caption, coverage=True)
+    return redecoding_html(redecoding, int(position)), heatmap
+
+
 def _keep_column(status: str) -> tuple[Any, ...]:
     """[`change_model`]'s outputs when the column keeps its model: only the status changes."""
     keep = [_update() for _ in range(8)]  # one update each: gradio may edit what it is handed
@@ -696,6 +889,21 @@ class _Controls:
 
 
 @dataclass
+class _WhatIf:
+    """The what-if section of a column: position list, alternatives, Re-decode button, result, heat-map."""
+
+    position: Any
+    token: Any
+    button: Any
+    result: Any
+    heatmap: Any
+
+    def reset_outputs(self) -> list[Any]:
+        """What [`whatif_reset`] returns, in its order."""
+        return [self.position, self.token, self.result, self.heatmap]
+
+
+@dataclass
 class _Column:
     """The components of one model's column."""
 
@@ -708,6 +916,7 @@ class _Column:
     heatmap: Any
     alignment: Any
     exploration: Any
+    whatif: _WhatIf
 
     def translation_outputs(self) -> list[Any]:
         """What [`translate`] returns, in its order."""
@@ -730,7 +939,8 @@ class _Column:
 
 INTRO = (
     "# Attention explorer\nType a sentence: each output token's row of the heat-map shows which source "
-    "tokens the decoder attended to when it produced it. Pick a hypothesis of the n-best list, or a head."
+    "tokens the decoder attended to when it produced it; the coverage row under it sums each column. Pick "
+    "a hypothesis of the n-best list, or a head; under **What if**, replace an output token and re-decode."
 )
 
 
@@ -767,7 +977,24 @@ def _model_column(gr: Any, cache: ModelCache, position: int, name: str) -> _Colu
         heatmap=gr.HTML("", elem_id=f"s2sa-heatmap-{position}", js_on_load=None),
         alignment=gr.HTML("", elem_id=f"s2sa-alignment-{position}", js_on_load=None),
         exploration=gr.State(None),
+        whatif=_whatif_section(gr, position),  # last: the section goes under the alignment
     )
+
+
+def _whatif_section(gr: Any, position: int) -> _WhatIf:
+    """The "What if" box of column `position`: pick an output token, a replacement, and re-decode."""
+    with gr.Accordion("What if: replace an output token and decode the rest", open=True):
+        gr.Markdown(WHATIF_HELP)
+        with gr.Row():
+            where = gr.Dropdown(
+                [], value=None, label="Output token", elem_id=f"s2sa-whatif-position-{position}"
+            )
+            button = gr.Button("Re-decode", scale=0, elem_id=f"s2sa-redecode-{position}")
+        label = f"Replace it with (the {TOP_K} most probable tokens at that step)"
+        token = gr.Radio([], label=label, type="value", elem_id=f"s2sa-whatif-token-{position}")
+        result = gr.HTML("", elem_id=f"s2sa-whatif-result-{position}", js_on_load=None)
+        heatmap = gr.HTML("", elem_id=f"s2sa-whatif-heatmap-{position}", js_on_load=None)
+    return _WhatIf(where, token, button, result, heatmap)
 
 
 def _model_loader(gr: Any, cache: ModelCache, position: int, column: _Column) -> None:
@@ -775,25 +1002,47 @@ def _model_loader(gr: Any, cache: ModelCache, position: int, column: _Column) ->
     with gr.Accordion("Load another model", open=False):
         path = gr.Textbox(label="Model folder or Hub id", elem_id=f"s2sa-path-{position}")
         load = gr.Button("Load", elem_id=f"s2sa-load-{position}")
-    load.click(_with_cache(change_model, cache), [path], column.model_outputs())
+    loaded = load.click(_with_cache(change_model, cache), [path], column.model_outputs())
+    loaded.then(whatif_reset, [column.exploration, column.nbest], column.whatif.reset_outputs())
 
 
 def _bind_column(cache: ModelCache, column: _Column, controls: _Controls) -> None:
-    """Translate on the button or Enter; draw again on a pick in the n-best list or the head selector."""
+    """Translate on the button or Enter; draw again on a pick in the n-best list or the head selector.
+
+    A new translation or n-best pick then offers the shown hypothesis' positions to the what-if box."""
     on_translate = _with_cache(translate, cache)
+    reset = ([column.exploration, column.nbest], column.whatif.reset_outputs())
     for trigger in (controls.button.click, controls.source.submit):
         trigger(
             on_translate,
             [column.name, controls.source, controls.mode, controls.width],
             column.translation_outputs(),
-        )
+        ).then(whatif_reset, *reset)
     on_pick = _with_cache(rerender, cache)
     for selector in (column.nbest, column.head):
-        selector.input(
+        picked = selector.input(
             on_pick,
             [column.name, column.exploration, column.nbest, column.head],
             [column.heatmap, column.alignment],
         )
+        if selector is column.nbest:  # a head pick keeps the what-if box as it is
+            picked.then(whatif_reset, *reset)
+    _bind_whatif(cache, column)
+
+
+def _bind_whatif(cache: ModelCache, column: _Column) -> None:
+    """A pick in the what-if position list shows the alternatives there; Re-decode decodes the rest."""
+    whatif = column.whatif
+    whatif.position.input(
+        _with_cache(whatif_alternatives, cache),
+        [column.name, column.exploration, column.nbest, whatif.position],
+        [whatif.token, whatif.result],
+    )
+    whatif.button.click(
+        _with_cache(whatif_redecode, cache),
+        [column.name, column.exploration, column.nbest, whatif.position, whatif.token, column.head],
+        [whatif.result, whatif.heatmap],
+    )
 
 
 def build_app(
@@ -1095,6 +1344,7 @@ __all__ = [
     "Exploration",
     "Hypothesis",
     "alignment_html",
+    "alternative_choices",
     "build_app",
     "encode_source",
     "explore",
@@ -1107,7 +1357,13 @@ __all__ = [
     "load_model",
     "main",
     "nbest_choices",
+    "position_choices",
     "push_space",
+    "redecoding_html",
+    "source_coverage",
     "step_attention",
+    "whatif_alternatives",
+    "whatif_redecode",
+    "whatif_reset",
     "write_space",
 ]

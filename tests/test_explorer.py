@@ -32,12 +32,18 @@ from hf_seq2seq_attn.explorer import (
     heatmap_html,
     hypothesis_alignment,
     nbest_choices,
+    position_choices,
     rerender,
     score_formula,
+    source_coverage,
     step_attention,
     translate,
+    whatif_alternatives,
+    whatif_redecode,
+    whatif_reset,
     write_space,
 )
+from hf_seq2seq_attn.explorer_whatif import TOP_K, forced_prefix, redecode, top_alternatives
 from hf_seq2seq_attn.tools.inference import check_model_type
 
 SOURCE = "el gato negro come hola"
@@ -264,6 +270,65 @@ def test_heatmap_html_escapes_tokens_and_checks_shapes():
         heatmap_html(np.zeros((2, 3)), ["a", "b", "c"], ["x"])
 
 
+class _CoverageParser(HTMLParser):
+    """Collect the coverage cells (`td.s2sa-cov`): their `data-coverage` and the number they show."""
+
+    def __init__(self):
+        super().__init__()
+        self.values, self.shown = [], []
+        self._in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "td" and attributes.get("class") == "s2sa-cov":
+            self.values.append(float(attributes["data-coverage"]))
+            self._in_cell = True
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self.shown.append(data)
+            self._in_cell = False
+
+
+def save_sharp_model(folder, num_attention_heads: int = 1) -> str:
+    """`sharp_model` saved as a folder the page's model cache loads."""
+    model, tokenizer = sharp_model(num_attention_heads)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    ("mode", "index", "head"), [("greedy", 0, -1), ("beam search", 2, -1), ("beam search", 1, 1)]
+)
+def test_coverage_row_is_the_column_sums_of_the_heatmap(tmp_path, mode, index, head):
+    """The page's coverage row: one cell per source token, each the attention its column received."""
+    pytest.importorskip("gradio")
+    folder = save_sharp_model(tmp_path / "sharp", num_attention_heads=2)
+    cache = ModelCache()
+    model, _ = cache.get(folder)
+    exploration = translate(cache, folder, SOURCE, mode, 3)[-1]
+    heatmap, _ = rerender(cache, folder, exploration, index, head)
+    hypothesis = exploration.hypotheses[index]
+    attention, _ = teacher_forced(model, exploration.source_ids, hypothesis.token_ids)  # (N, T, S)
+    matrix = attention.mean(axis=0) if head < 0 else attention[head]  # (T, S), recomputed independently
+    parser = _CoverageParser()
+    parser.feed(heatmap)
+    assert len(parser.values) == len(exploration.source_tokens)
+    # The page's own matrix: exactly its column sums (data-coverage keeps 6 decimals), shown with 2.
+    shown_matrix = head_matrix(hypothesis.attention, head if head >= 0 else None)
+    np.testing.assert_allclose(parser.values, source_coverage(shown_matrix), atol=1e-6, rtol=0)
+    assert parser.shown == [f"{value:.2f}" for value in parser.values]
+    # Recomputed independently by teacher forcing: over the page's 22 steps the sharp model's float32
+    # cached and teacher-forced weights drift apart by up to ~1e-3 per cell (~5e-4 per column sum),
+    # while another head or hypothesis differs by > 0.1.
+    np.testing.assert_allclose(parser.values, matrix.sum(axis=0), atol=2e-3, rtol=0)
+    assert sum(parser.values) == pytest.approx(len(hypothesis.token_ids), abs=1e-4)  # rows sum to 1
+    assert np.ptp(parser.values) > 0.1, "the sharp model's columns differ, so a wrong axis would show"
+    assert "Coverage: the total attention" in heatmap
+    assert "<tfoot" not in heatmap_html(matrix, exploration.source_tokens, hypothesis.tokens)  # opt-in
+
+
 def test_alignment_of_the_chosen_hypothesis():
     alignment_module = pytest.importorskip("hf_seq2seq_attn.tools.alignment")
     model, tokenizer = sharp_model(num_attention_heads=2)
@@ -358,7 +423,7 @@ def test_translate_and_rerender_handlers(tmp_path):
     first = expected.hypotheses[0]
     caption = "Hypothesis 1 (average of heads): rows = output tokens, columns = source tokens. Hover a cell."
     assert heatmap == heatmap_html(
-        head_matrix(first.attention), expected.source_tokens, first.tokens, caption
+        head_matrix(first.attention), expected.source_tokens, first.tokens, caption, coverage=True
     )
     assert "Word alignment" in alignment
     assert len(translate(cache, folder, SOURCE, "greedy", 3)[-1].hypotheses) == 1
@@ -389,6 +454,146 @@ def test_change_model_handler(tmp_path):
     assert (
         head["visible"] is False and nbest["choices"] == [] and (heatmap, alignment, state) == ("", "", None)
     )
+
+
+# --------------------------------------------------------------------------------------------
+# What if: top-k alternatives at a step, re-decoding with a forced prefix
+# --------------------------------------------------------------------------------------------
+def expected_redecoding(model, source_ids, prefix, num_beams):
+    """`generate()` called directly with the forced prefix, the explorer's budget counting the forced tokens."""
+    input_ids = torch.tensor([source_ids])
+    remaining = 2 * len(source_ids) + 10 - (len(prefix) - 1)
+    if remaining < 1:  # the forced tokens fill the budget: nothing left to generate
+        return prefix[1:]
+    sequences = model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        decoder_input_ids=torch.tensor([prefix]),
+        num_beams=num_beams,
+        do_sample=False,
+        max_new_tokens=remaining,
+        **({"length_penalty": 1.0} if num_beams > 1 else {}),
+    )
+    ids = sequences[0, 1:].tolist()
+    eos = model.config.eos_token_id
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
+
+
+@torch.no_grad()
+def step_probabilities(model, source_ids, prefix_ids):
+    """p(y_t | x, y_<t) over the vocabulary after `start + prefix_ids`, from a plain forward: (V,) float64."""
+    decoder_input_ids = torch.tensor([[model.config.decoder_start_token_id, *prefix_ids]])
+    logits = model(
+        input_ids=torch.tensor([source_ids]), decoder_input_ids=decoder_input_ids, use_cache=False
+    ).logits
+    return torch.softmax(logits[0, -1].double(), dim=-1)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_top_alternatives_are_the_k_most_probable_tokens(num_beams):
+    model, tokenizer = sharp_model()
+    exploration = explore(model, tokenizer, SOURCE, num_beams=num_beams, max_new_tokens=8)
+    hypothesis = exploration.hypotheses[-1]  # for beam search, not the best: its tokens are not argmaxes
+    found_original = 0
+    for position in range(len(hypothesis.token_ids)):
+        alternatives = top_alternatives(
+            model, tokenizer, exploration.source_ids, hypothesis.token_ids, position
+        )
+        probs = step_probabilities(model, exploration.source_ids, hypothesis.token_ids[:position])
+        expected = torch.argsort(probs, descending=True)[:TOP_K].tolist()
+        assert [a.token_id for a in alternatives] == expected
+        assert [a.token for a in alternatives] == tokenizer.convert_ids_to_tokens(expected)
+        np.testing.assert_allclose([a.probability for a in alternatives], probs[expected].numpy(), atol=1e-6)
+        assert sum(a.probability for a in alternatives) <= 1.0
+        original = hypothesis.token_ids[position]
+        in_top_k = int((probs > probs[original]).sum()) < TOP_K
+        assert (original in expected) == in_top_k
+        found_original += in_top_k
+        if num_beams == 1:  # greedy: the original is the most probable token
+            assert expected[0] == original
+    assert found_original > 0
+    with pytest.raises(ValueError, match="position=99"):
+        top_alternatives(model, tokenizer, exploration.source_ids, hypothesis.token_ids, 99)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_redecode_is_generate_with_the_forced_prefix(num_beams):
+    model, tokenizer = sharp_model(num_attention_heads=2)
+    exploration = explore(model, tokenizer, SOURCE, num_beams=num_beams)
+    hypothesis = exploration.hypotheses[0]
+    source_ids, token_ids = exploration.source_ids, hypothesis.token_ids
+    start = model.config.decoder_start_token_id
+    changed = 0
+    for position in (0, 2, len(token_ids) - 1):
+        alternatives = top_alternatives(model, tokenizer, source_ids, token_ids, position)
+        chosen = next(a.token_id for a in alternatives if a.token_id != token_ids[position])
+        prefix = [start, *token_ids[:position], chosen]
+        assert forced_prefix(model, token_ids, position, chosen) == prefix
+        new = redecode(model, tokenizer, source_ids, token_ids, position, chosen, num_beams=num_beams)
+        assert new.prefix == prefix and new.num_beams == num_beams
+        assert new.token_ids == expected_redecoding(model, source_ids, prefix, num_beams)
+        assert new.token_ids[: position + 1] == prefix[1:]
+        changed += new.token_ids != token_ids
+        assert new.tokens == tokenizer.convert_ids_to_tokens(new.token_ids)
+        assert new.text == tokenizer.decode(new.token_ids, skip_special_tokens=True)
+        attention, log_probs = teacher_forced(model, source_ids, new.token_ids)
+        np.testing.assert_allclose(new.attention, attention, atol=ATOL, rtol=0)
+        np.testing.assert_allclose(new.log_probs, log_probs, atol=1e-6)
+        assert new.log_prob == pytest.approx(log_probs.sum(), abs=1e-5)
+        assert new.original_log_prob / len(token_ids) == pytest.approx(hypothesis.score, abs=1e-4)
+    assert changed == 3
+
+
+def test_redecode_greedy_matches_a_manual_argmax_loop_and_stops_at_a_forced_eos():
+    """Independent of generate(): greedy from the forced prefix is an argmax loop of full forward passes."""
+    model, tokenizer = sharp_model()
+    exploration = explore(model, tokenizer, SOURCE)
+    token_ids, source_ids = exploration.hypotheses[0].token_ids, exploration.source_ids
+    alternatives = top_alternatives(model, tokenizer, source_ids, token_ids, 1)
+    chosen = next(a.token_id for a in alternatives if a.token_id != token_ids[1])
+    new = redecode(model, tokenizer, source_ids, token_ids, 1, chosen)
+    manual = [token_ids[0], chosen]
+    while len(manual) < 2 * len(source_ids) + 10 and manual[-1] != tokenizer.eos_token_id:
+        manual.append(int(step_probabilities(model, source_ids, manual).argmax()))
+    assert new.token_ids == manual
+    eos = redecode(model, tokenizer, source_ids, token_ids, 2, tokenizer.eos_token_id)
+    assert eos.token_ids == [*token_ids[:2], tokenizer.eos_token_id] and eos.attention.shape[1] == 3
+
+
+def test_whatif_handlers(tmp_path):
+    pytest.importorskip("gradio")
+    folder = save_sharp_model(tmp_path / "sharp", num_attention_heads=2)
+    cache = ModelCache()
+    model, tokenizer = cache.get(folder)
+    exploration = translate(cache, folder, SOURCE, "beam search", 3)[-1]
+    hypothesis = exploration.hypotheses[1]
+    positions, tokens, result, heatmap = whatif_reset(exploration, 1)
+    assert positions["choices"] == position_choices(hypothesis) and positions["value"] is None
+    assert positions["choices"][0] == (f"1. {hypothesis.tokens[0]}", 0)
+    assert tokens["choices"] == [] and (result, heatmap) == ("", "")
+    assert whatif_reset(None, 0)[0]["choices"] == []
+    tokens, message = whatif_alternatives(cache, folder, exploration, 1, 2)
+    alternatives = top_alternatives(model, tokenizer, exploration.source_ids, hypothesis.token_ids, 2)
+    assert [value for _, value in tokens["choices"]] == [a.token_id for a in alternatives] and message == ""
+    # picked: the most probable token other than the original
+    assert tokens["value"] == next(a.token_id for a in alternatives if a.token_id != hypothesis.token_ids[2])
+    for (label, _), alternative in zip(tokens["choices"], alternatives, strict=True):
+        assert label.startswith(f"{alternative.token} (p = {alternative.probability:.3f}")
+        assert label.endswith(", original)") == (alternative.token_id == hypothesis.token_ids[2])
+    result, heatmap = whatif_redecode(cache, folder, exploration, 1, 2, tokens["value"], 1)
+    expected = redecode(model, tokenizer, exploration.source_ids, hypothesis.token_ids, 2, tokens["value"], 3)
+    assert f'data-ids="{" ".join(map(str, expected.token_ids))}"' in result
+    assert (
+        f'<b class="s2sa-whatif-text">{expected.text}</b>' in result and "beam search with 3 beams" in result
+    )
+    assert f"{expected.log_prob - expected.original_log_prob:+.3f}" in result
+    caption = "What if (head 2): rows = output tokens, columns = source tokens."
+    assert heatmap == heatmap_html(
+        expected.attention[1], exploration.source_tokens, expected.tokens, caption, coverage=True
+    )
+    assert "Pick an output token" in whatif_redecode(cache, folder, exploration, 1, None, 5, -1)[0]
+    assert whatif_alternatives(cache, folder, None, 0, 1)[0]["choices"] == []
+    assert "not an output position" in whatif_redecode(cache, folder, exploration, 1, 99, 5, -1)[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -118,6 +118,11 @@ def set_source(driver, text: str) -> None:
 
 def heatmap(driver, column: int) -> dict:
     """Row labels, column labels, caption and cell count of a column's heat-map."""
+    return heatmap_at(driver, f"#s2sa-heatmap-{column}")
+
+
+def heatmap_at(driver, selector: str) -> dict:
+    """Row labels, column labels, caption and cell count of the heat-map inside `selector`."""
     return driver.execute_script(
         """
         const root = document.querySelector(arguments[0]);
@@ -129,7 +134,7 @@ def heatmap(driver, column: int) -> dict:
           cells: table.querySelectorAll('tbody td').length,
           caption: table.caption ? table.caption.textContent : '',
         };""",
-        f"#s2sa-heatmap-{column}",
+        selector,
     )
 
 
@@ -180,7 +185,8 @@ def two_models(tmp_path):
 
 
 def check_greedy_translation(driver, loaded) -> None:
-    """Greedy translation of a Spanish sentence, in both columns: one heat-map row per output token."""
+    """Greedy translation of a Spanish sentence, in both columns: one heat-map row per output token, and
+    the coverage row under it."""
     from hf_seq2seq_attn.explorer import explore
 
     set_source(driver, SPANISH)
@@ -192,6 +198,7 @@ def check_greedy_translation(driver, loaded) -> None:
         assert shown["cols"] == tokenizer.convert_ids_to_tokens(tokenizer(SPANISH)["input_ids"])
         assert shown["cells"] == len(expected.tokens) * len(shown["cols"])
         assert expected.text in text_of(driver, f"#s2sa-nbest-{column}")
+        check_coverage(driver, f"#s2sa-heatmap-{column}", expected.attention.mean(axis=0))
 
 
 def check_hover_tip(driver) -> None:
@@ -224,6 +231,98 @@ def check_beam_search(driver, loaded) -> None:
         driver, lambda d: (heatmap(d, 0) or {}).get("caption", "").startswith("Hypothesis 3"), "no hyp 3"
     )
     assert heatmap(driver, 0)["rows"] == beams[2].tokens
+    check_coverage(driver, "#s2sa-heatmap-0", beams[2].attention[0])
+
+
+def coverage_and_matrix(driver, selector: str) -> dict:
+    """The coverage row of the heat-map in `selector` (exact values, shown text) and the weights its cells
+    show in their tips (3 decimals), as a (T, S) list of rows."""
+    return driver.execute_script(
+        """
+        const table = document.querySelector(arguments[0] + ' table.s2sa-table');
+        const cells = [...table.querySelectorAll('tfoot td.s2sa-cov')];
+        return {
+          values: cells.map(e => parseFloat(e.dataset.coverage)),
+          shown: cells.map(e => e.textContent),
+          matrix: [...table.querySelectorAll('tbody tr')].map(
+            row => [...row.querySelectorAll('td')].map(e => parseFloat(e.dataset.tip.split(': ').pop()))),
+        };""",
+        selector,
+    )
+
+
+def check_coverage(driver, selector: str, expected_matrix) -> None:
+    """The coverage row: one cell per source token, each the sum of its column of the matrix the page shows."""
+    import numpy as np
+
+    found = coverage_and_matrix(driver, selector)
+    shown = np.array(found["matrix"])  # (T, S), each weight rounded to 3 decimals
+    assert len(found["values"]) == shown.shape[1] == expected_matrix.shape[1]
+    # the page's own cells: T weights rounded by at most 5e-4 each
+    np.testing.assert_allclose(found["values"], shown.sum(axis=0), atol=5e-4 * shown.shape[0] + 1e-6, rtol=0)
+    np.testing.assert_allclose(found["values"], expected_matrix.sum(axis=0), atol=1e-5, rtol=0)
+    assert found["shown"] == [f"{value:.2f}" for value in found["values"]]
+
+
+def pick_dropdown(driver, container: str, label: str) -> None:
+    """Open the gradio dropdown in `container` (again, until its choices have arrived) and click `label`."""
+
+    def options(d):
+        box = css(d, f"{container} input")[0]
+        if box.get_attribute("aria-expanded") != "true":
+            box.click()
+        return css(d, f"{container} [role=option]")
+
+    found = wait_for(driver, options, f"no options in {container}")
+    for option in found:
+        if option.get_attribute("aria-label") == label:
+            option.click()
+            return
+    raise AssertionError(f"no option {label!r} in {container}: {[o.text for o in found]}")
+
+
+def check_whatif(driver, loaded) -> None:
+    """Replace output token 2 of the greedy translation by its second most probable alternative and
+    re-decode: the page shows generate() with that forced prefix, and its heat-map."""
+    import torch
+
+    from hf_seq2seq_attn.explorer import alternative_choices, explore
+    from hf_seq2seq_attn.explorer_whatif import redecode, top_alternatives
+
+    model, tokenizer = loaded[0]
+    exploration = explore(model, tokenizer, SPANISH)
+    token_ids = exploration.hypotheses[0].token_ids
+    alternatives = top_alternatives(model, tokenizer, exploration.source_ids, token_ids, 1)
+    chosen = alternatives[1]  # greedy: alternatives[0] is the original token
+    label = alternative_choices(alternatives, token_ids[1])[1][0]
+    prefix = [model.config.decoder_start_token_id, token_ids[0], chosen.token_id]
+    source = torch.tensor([exploration.source_ids])
+    generated = model.generate(
+        input_ids=source,
+        decoder_input_ids=torch.tensor([prefix]),
+        num_beams=1,
+        do_sample=False,
+        max_new_tokens=2 * source.shape[1] + 10 - 2,  # the forced tokens count towards the budget
+    )[0, 1:].tolist()
+    expected_text = tokenizer.decode(generated, skip_special_tokens=True)
+
+    pick_dropdown(driver, "#s2sa-whatif-position-0", f"2. {exploration.hypotheses[0].tokens[1]}")
+    wait_for(
+        driver,
+        lambda d: len(css(d, "#s2sa-whatif-token-0 input[type=radio]")) == len(alternatives),
+        "no top-k",
+    )
+    click_label(driver, "#s2sa-whatif-token-0", label)
+    css(driver, "#s2sa-redecode-0")[0].click()
+    wait_for(
+        driver, lambda d: text_of(d, "#s2sa-whatif-result-0 .s2sa-whatif-text") or None, "no re-decoding"
+    )
+    assert text_of(driver, "#s2sa-whatif-result-0 .s2sa-whatif-text") == expected_text
+    ids = css(driver, "#s2sa-whatif-result-0 .s2sa-whatif")[0].get_attribute("data-ids")
+    assert [int(i) for i in ids.split()] == generated
+    assert heatmap_at(driver, "#s2sa-whatif-heatmap-0")["rows"] == tokenizer.convert_ids_to_tokens(generated)
+    redecoded = redecode(model, tokenizer, exploration.source_ids, token_ids, 1, chosen.token_id)
+    check_coverage(driver, "#s2sa-whatif-heatmap-0", redecoded.attention.mean(axis=0))
 
 
 def check_bad_input(driver) -> None:
@@ -275,6 +374,8 @@ def test_explorer_in_a_real_browser(two_models, tmp_path):
         driver.save_screenshot(str(tmp_path / "greedy.png"))
         check_hover_tip(driver)
         driver.save_screenshot(str(tmp_path / "hover.png"))
+        check_whatif(driver, loaded)
+        driver.save_screenshot(str(tmp_path / "whatif.png"))
         check_beam_search(driver, loaded)
         click_label(driver, "#s2sa-head-1", "head 2")  # the head selector of the two-head model
         wait_for(driver, lambda d: "head 2" in (heatmap(d, 1) or {}).get("caption", ""), "head 2 not shown")
