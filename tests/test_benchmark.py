@@ -20,7 +20,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
 from hf_seq2seq_attn.benchmark import main
 from hf_seq2seq_attn.benchmark.backends import BACKENDS
-from hf_seq2seq_attn.benchmark.figures import FIGURES
 from hf_seq2seq_attn.benchmark.floor import (
     bench_bandwidth,
     cache_bytes,
@@ -28,6 +27,7 @@ from hf_seq2seq_attn.benchmark.floor import (
     step_weight_bytes,
 )
 from hf_seq2seq_attn.benchmark.flops import forward_flops, train_flops_per_step
+from hf_seq2seq_attn.benchmark.options import FIGURES
 from hf_seq2seq_attn.benchmark.timing import time_interleaved
 from hf_seq2seq_attn.benchmark.workload import QUICK_WORKLOAD, Bench, make_archs
 

@@ -63,6 +63,7 @@ print("RESULT " + json.dumps({"code": code, "heavy": heavy}))
         ["g2p", "--help"],
         ["export", "--help"],
         ["average", "--help"],
+        ["benchmark", "--help"],
         ["recipes"],
         ["recipes", "--show", "demo"],
     ],

@@ -42,7 +42,9 @@ d2l's own) are described in `workload.make_archs`; the baseline is `reference_d2
 textbook model). The project's speed targets live in the README; this package only measures.
 
 Modules, in the order a run uses them:
-    cli.py            the command line: `build_parser`, `main` and one small function per mode
+    cli.py            the command line: `main` parses (argparse only) and hands over to `modes.run`
+    options.py        the options and the figure tables (no torch: `--help` is instant)
+    modes.py          one function per mode: figures, `--compare_with`, `--data`, `--memory-child`
     workload.py       batch shapes, the two architectures, `Bench` (device, timing settings, models, ids)
     timing.py         median wall-clock time of a call, alone or in alternation with others
     flops.py          analytic FLOP count from a config, the matmul peak and MFU figures
@@ -61,24 +63,30 @@ so that a `--compare_with` worker can load these modules under another name besi
 `hf_seq2seq_attn` (see `compare.WORKER_BOOT`).
 """
 
-from .backends import BACKENDS
-from .cli import build_parser, main
-from .compare import COMPARE_FIGURES, run_compare
-from .figures import FIGURES
-from .flops import ModelSizes, forward_flops, train_flops_per_step
-from .timing import time_interleaved
-from .workload import Workload
+from __future__ import annotations
 
-__all__ = [
-    "BACKENDS",
-    "COMPARE_FIGURES",
-    "FIGURES",
-    "ModelSizes",
-    "Workload",
-    "build_parser",
-    "forward_flops",
-    "main",
-    "run_compare",
-    "time_interleaved",
-    "train_flops_per_step",
-]
+import importlib
+from typing import Any
+
+# name -> the module that holds it; loaded on first use, so `seq2seq-attn benchmark --help` (which needs
+# only `cli` and `options`) does not import torch.
+_NAMES = {
+    "BACKENDS": "backends",
+    "COMPARE_FIGURES": "options",
+    "FIGURES": "options",
+    "ModelSizes": "flops",
+    "Workload": "workload",
+    "build_parser": "options",
+    "forward_flops": "flops",
+    "main": "cli",
+    "run_compare": "compare",
+    "time_interleaved": "timing",
+    "train_flops_per_step": "flops",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)

@@ -31,7 +31,6 @@ from .timing import time_once
 from .training import ours_train_step
 from .workload import Arch, Bench, Workload, make_archs, workload_of
 
-COMPARE_FIGURES = ("train", "greedy", "beam", "latency", "onnx_fp32", "onnx_int8")
 # `--compare_with` figures timed on our side only (the other checkout may have no ONNX export), each
 # against the other side's figure named here: our ONNX Runtime batch-1 latency vs their PyTorch one.
 OURS_ONLY = {"onnx_fp32": "latency", "onnx_int8": "latency"}

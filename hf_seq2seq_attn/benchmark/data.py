@@ -46,10 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from .compare import package_root
+from .options import DEFAULT_BASELINE_PAIRS, DEFAULT_TOKENIZE_PAIRS
 
-DEFAULT_PAIRS = (1_000_000, 4_000_000)
-DEFAULT_BASELINE_PAIRS = (250_000, 500_000)
-DEFAULT_TOKENIZE_PAIRS = 100_000
 TOKENIZE_ROUNDS = 5
 VOCABULARY = 5_000  # words per side
 WORDS_PER_SIDE = (15, 26)  # [low, high) words in a sentence: ~20

@@ -13,9 +13,6 @@ from .report import fmt
 from .training import bench_train, measure_memory
 from .workload import Arch, Bench
 
-FIGURES = ("matmul", "bandwidth", "train", "mfu", "greedy", "beam", "latency", "step", "memory", "backends")
-# figures computed from other figures; the batch-1 ones print their floors from the machine's peaks
-NEEDS = {"mfu": ("train", "matmul"), "latency": ("matmul", "bandwidth"), "backends": ("matmul", "bandwidth")}
 # (figure, kind, metric, int8 weights) of each batch-1 figure printed against the floor (`floor.py`)
 FLOORS = [
     ("latency", "ours", "ms/sentence", False),

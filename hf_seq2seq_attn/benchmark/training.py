@@ -117,7 +117,7 @@ def _proc_status_kib(field: str) -> int:
 def measure_memory(bench: Bench, arch: Arch, kind: str, threads: int, quick: bool) -> dict[str, Any] | None:
     """`memory_step` in a fresh subprocess on CPU (in-process on CUDA, and with `quick`, where the
     figure is only a smoke test and a fresh interpreter would cost more than the rest); None with a
-    note on failure. The subprocess is this command's `--memory-child` mode (`cli.memory_child`)."""
+    note on failure. The subprocess is this command's `--memory-child` mode (`modes.memory_child`)."""
     if bench.device.type == "cuda" or quick:
         return memory_step(bench, arch, kind)
     command = [sys.executable, "-m", "hf_seq2seq_attn.benchmark", "--memory-child", f"{kind}:{arch.name}"]
