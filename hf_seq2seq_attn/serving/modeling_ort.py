@@ -9,6 +9,13 @@ unchanged. The recurrent state between steps is a [`Seq2SeqAttnOnnxCache`] of Nu
 ONNX Runtime reads and writes directly; of each step's outputs, only the logits (and attention weights)
 become torch tensors.
 
+Plain greedy search (one beam, no sampling, no logits processor or extra stopping criterion active: see
+[`onnx_loop.greedy_request`]) skips that per-token Python: [`Seq2SeqAttnOnnxModel.generate`] runs the encoder,
+the initial state, and then one ONNX `Loop` graph that decodes every token inside ONNX Runtime
+([`onnx_loop.build_greedy_graph`], composed from the step graph when the model first decodes greedily). The
+ids are those `GenerationMixin.generate()` gives; any other request goes through `GenerationMixin.generate()`,
+and the model logs once (at INFO) why.
+
 Shapes as in `modeling_seq2seq_attn.py`: B batch, S source length, T target length, L decoder
 layers, H decoder hidden, E embedding, K encoder output, N heads, D per-head width, V target vocabulary.
 
@@ -24,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -33,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import GenerationConfig, PreTrainedModel
+from transformers.generation.utils import GenerateEncoderDecoderOutput
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from ..core.configuration_seq2seq_attn import Seq2SeqAttnConfig
@@ -55,6 +64,7 @@ from .onnx_export import (
     STATE_FIELDS,
     require,
 )
+from .onnx_loop import GREEDY_OUTPUT, GreedyRequest, build_greedy_graph, greedy_request
 
 logger = logging.getLogger(__name__)
 
@@ -395,6 +405,10 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
 
     Build it with [`from_pretrained`] on a folder written by [`export_onnx`] / `seq2seq-attn export`.
     It holds no torch parameters; `device` is always CPU and `dtype` float32 (the graphs' precision).
+
+    Attributes:
+        greedy_loop (`bool`, defaults to `True`): let `generate()` decode plain greedy requests in one ONNX `Loop`
+            graph; `False` sends every request through `GenerationMixin.generate()` (same ids, more Python).
     """
 
     config_class = Seq2SeqAttnConfig
@@ -409,6 +423,8 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
         manifest: dict,
         int8: bool = False,
         generation_config: GenerationConfig | None = None,
+        step_graph: pathlib.Path | None = None,
+        session_options: Any = None,
     ):
         super().__init__(config)
         self.sessions = sessions
@@ -419,6 +435,12 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
         self.recurrent_state_names: list[str] = list(manifest["recurrent_state_names"])
         self._init_inputs = {node.name for node in sessions["decoder_init"].get_inputs()}
         self._step_outputs = [node.name for node in sessions["decoder_step"].get_outputs()]
+        self.greedy_loop = True
+        # the greedy Loop graph is composed from this file on first use ([`_greedy_session`])
+        self._step_graph = step_graph
+        self._session_options = session_options
+        self._greedy: Any = None
+        self._fallbacks_logged: set[str] = set()
         if generation_config is not None:
             self.generation_config = generation_config
         self.post_init()
@@ -468,7 +490,15 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
         sessions = {name: _open_session(ort, file, options) for name, file in files.items()}
         _check_graph_io(sessions, manifest, path)
         generation_config = _read_generation_config(path)
-        return cls(config, sessions, manifest, int8=bool(int8), generation_config=generation_config)
+        return cls(
+            config,
+            sessions,
+            manifest,
+            int8=bool(int8),
+            generation_config=generation_config,
+            step_graph=files["decoder_step"],
+            session_options=options,
+        )
 
     # ----- what PreTrainedModel / generate() read -----
     @property
@@ -587,10 +617,78 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
             encoder_last_hidden_state=None if encoder_outputs is None else encoder_outputs.last_hidden_state,
         )
 
+    # ----- greedy search in one ONNX Loop -----
+    def _greedy_session(self) -> Any:
+        """The ONNX Runtime session on the greedy Loop graph, composed from the step graph on first use."""
+        if self._greedy is None:
+            onnx = require("onnx")
+            ort = require("onnxruntime")
+            step = onnx.load(str(self._step_graph))
+            graph = build_greedy_graph(step, self.recurrent_state_names)
+            self._greedy = ort.InferenceSession(
+                graph.SerializeToString(), self._session_options, providers=["CPUExecutionProvider"]
+            )
+        return self._greedy
+
+    def _greedy_generate(self, request: GreedyRequest) -> torch.Tensor | GenerateEncoderDecoderOutput:
+        """What `generate()` returns for `request`: ids `(B, 1 + T)`, or (with `return_dict`) them and the cache."""
+        encoder_outputs = self.encoder(request.input_ids, request.attention_mask)  # the source checks
+        cache = self.init_cache(encoder_outputs)
+        feeds = {
+            "decoder_input_ids": np.full((cache.mask.shape[0], 1), request.decoder_start_token_id, np.int64),
+            "mask": cache.mask,
+            **cache.states,
+            "max_new_tokens": np.array(request.max_new_tokens, np.int64),
+            "eos_token_id": request.eos_token_id,
+            "pad_token_id": np.array(request.pad_token_id, np.int64),
+        }
+        final_names = [f"next_{name}" for name in self.recurrent_state_names]
+        sequences, *final = self._greedy_session().run([GREEDY_OUTPUT, *final_names], feeds)
+        if not request.return_dict:
+            return torch.from_numpy(sequences)
+        final_cache = None
+        if request.use_cache:
+            states = {**cache.states, **dict(zip(self.recurrent_state_names, final, strict=True))}
+            final_cache = Seq2SeqAttnOnnxCache(states, cache.mask, seen_tokens=sequences.shape[1] - 1)
+        return GenerateEncoderDecoderOutput(
+            sequences=torch.from_numpy(sequences),  # type: ignore[arg-type]
+            **{CACHE_NAME: final_cache},  # type: ignore[arg-type]  # the name depends on the transformers version
+        )
+
+    def _greedy_plan(
+        self, inputs: Any, generation_config: Any, kwargs: dict[str, Any]
+    ) -> GreedyRequest | None:
+        """The request when the Loop serves this call; else None, having logged the reason (once per reason)."""
+        if not self.greedy_loop or self._step_graph is None:
+            return None
+        plan: GreedyRequest | tuple[str, str] = greedy_request(self, inputs, generation_config, kwargs)
+        if (
+            isinstance(plan, GreedyRequest)
+            and self._greedy is None
+            and importlib.util.find_spec("onnx") is None
+        ):
+            plan = "onnx", "the `onnx` package, which composes the Loop graph, is not installed"
+        if isinstance(plan, GreedyRequest):
+            return plan
+        key, message = plan
+        if key not in self._fallbacks_logged:
+            self._fallbacks_logged.add(key)
+            logger.info("Not the greedy ONNX Loop (%s): decoding with GenerationMixin.generate().", message)
+        return None
+
     @torch.no_grad()
-    def generate(self, *args: Any, **kwargs: Any):  # type: ignore[override]
-        """`GenerationMixin.generate` (no autograd bookkeeping; the returned ids are ordinary tensors)."""
-        return super().generate(*args, **kwargs)  # type: ignore[misc]
+    def generate(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        **kwargs: Any,
+    ):
+        """`GenerationMixin.generate`, with plain greedy search run in one ONNX `Loop` graph (same ids, see the
+        module docstring); no autograd bookkeeping, the returned ids are ordinary tensors."""
+        request = self._greedy_plan(inputs, generation_config, kwargs)
+        if request is not None:
+            return self._greedy_generate(request)
+        return super().generate(inputs, generation_config, **kwargs)  # type: ignore[misc]
 
 
 def load_onnx_model_and_tokenizer(
