@@ -53,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "tools.g2p:main",
         "pronounce words: lexicon first, the model for the rest, n-best with probabilities",
     ),
-    "explore": ("explorer:main", "open the interactive attention explorer in the browser ([app] extra)"),
+    "explore": ("explorer.cli:main", "open the interactive attention explorer in the browser ([app] extra)"),
 }
 
 

@@ -43,7 +43,7 @@ from hf_seq2seq_attn.explorer import (
     whatif_reset,
     write_space,
 )
-from hf_seq2seq_attn.explorer_whatif import TOP_K, forced_prefix, redecode, top_alternatives
+from hf_seq2seq_attn.explorer.whatif import TOP_K, forced_prefix, redecode, top_alternatives
 from hf_seq2seq_attn.tools.inference import check_model_type
 
 SOURCE = "el gato negro come hola"
@@ -616,6 +616,48 @@ def test_cli_rejects_bad_models_with_exit_2(tmp_path, capsys):
     assert "seq2seq-attn explore --model outputs/demo" in capsys.readouterr().out
 
 
+HELP_IMPORTS = """
+import json, runpy, sys
+sys.argv = ["seq2seq-attn", "explore", "--help"]
+try:
+    runpy.run_module("hf_seq2seq_attn", run_name="__main__", alter_sys=True)
+    code = None
+except SystemExit as exit_info:
+    code = exit_info.code
+heavy = [name for name in ("torch", "transformers", "gradio") if name in sys.modules]
+print("RESULT " + json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+def test_explore_help_imports_neither_torch_nor_transformers_nor_gradio(tmp_path):
+    """`python -m hf_seq2seq_attn explore --help` in a fresh interpreter (as `test_lazy_import` runs the
+    other commands): the options print, and none of the heavy modules was imported."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    completed = subprocess.run(
+        [sys.executable, "-c", HELP_IMPORTS],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "seq2seq-attn explore --model outputs/demo" in completed.stdout
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
+    assert json.loads(line[len("RESULT ") :]) == {"code": 0, "heavy": []}
+
+
+def test_package_names_load_their_modules_lazily():
+    """Every name the package lists comes from the submodule that defines it, loaded on first access."""
+    for name in explorer.__all__:
+        value = getattr(explorer, name)
+        assert value.__module__.startswith("hf_seq2seq_attn.explorer."), name
+    assert explorer.TOP_K == 5 and explorer.whatif.TOP_K == 5
+    with pytest.raises(AttributeError, match="no_such_name"):
+        explorer.no_such_name  # noqa: B018
+
+
 # --------------------------------------------------------------------------------------------
 # Space
 # --------------------------------------------------------------------------------------------
@@ -649,9 +691,13 @@ def test_write_space_runs_the_app_offline(tmp_path):
         "README.md",
         "model/model.safetensors",
         "model/tokenizer.json",
-        "hf_seq2seq_attn/explorer.py",
+        "hf_seq2seq_attn/explorer/__init__.py",
+        "hf_seq2seq_attn/explorer/app.py",
+        "hf_seq2seq_attn/explorer/whatif.py",
         "hf_seq2seq_attn/core/modeling_seq2seq_attn.py",
     } <= set(written)
+    assert not any(name.startswith("hf_seq2seq_attn/benchmark/") for name in written)
+    assert "from hf_seq2seq_attn.explorer.app import build_app, launch_app" in (space / "app.py").read_text()
     assert not (space / "model" / "training_args.bin").exists()
     requirements = (space / "requirements.txt").read_text().splitlines()
     assert any(line.startswith("gradio") for line in requirements)

@@ -287,7 +287,7 @@ def check_whatif(driver, loaded) -> None:
     import torch
 
     from hf_seq2seq_attn.explorer import alternative_choices, explore
-    from hf_seq2seq_attn.explorer_whatif import redecode, top_alternatives
+    from hf_seq2seq_attn.explorer.whatif import redecode, top_alternatives
 
     model, tokenizer = loaded[0]
     exploration = explore(model, tokenizer, SPANISH)

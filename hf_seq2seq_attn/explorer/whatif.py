@@ -10,7 +10,7 @@ same length budget (the forced tokens count towards it).
 Probabilities and scores are recomputed by one teacher-forced forward pass ([`score_tokens`]), the same
 for the original and the new hypothesis, so the change in sequence log-probability compares like with like
 (they are the model's own probabilities, before generation-time logits processors, of which the explorer
-uses none). No gradio here: the page's handlers live in the explorer module.
+uses none). No gradio here: the page's handlers live in [`hf_seq2seq_attn.explorer.handlers`].
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core.alignment_seq2seq_attn import eos_ids
-from .tools.inference import default_max_new_tokens
+from ..core.alignment_seq2seq_attn import eos_ids
+from ..tools.inference import default_max_new_tokens
 
 # Alternatives offered at a step: enough to see the competition, few enough to read.
 TOP_K = 5
