@@ -17,7 +17,7 @@ import pytest
 from tiny_inference_model import save_tiny_model
 
 RESULT = "RESULT "
-HEAVY = ("torch", "transformers")
+HEAVY = ("torch", "transformers", "gradio")  # gradio: explore --help must not load the app either
 
 
 def run_fresh(script: str, *args: str, cwd: Path) -> dict:
@@ -47,7 +47,7 @@ try:
     code = None
 except SystemExit as exit_info:
     code = exit_info.code
-heavy = [name for name in ("torch", "transformers") if name in sys.modules]
+heavy = [name for name in ("torch", "transformers", "gradio") if name in sys.modules]
 print("RESULT " + json.dumps({"code": code, "heavy": heavy}))
 """
 
@@ -64,6 +64,7 @@ print("RESULT " + json.dumps({"code": code, "heavy": heavy}))
         ["export", "--help"],
         ["average", "--help"],
         ["benchmark", "--help"],
+        ["explore", "--help"],
         ["recipes"],
         ["recipes", "--show", "demo"],
     ],

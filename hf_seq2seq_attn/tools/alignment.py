@@ -1,28 +1,9 @@
-"""Word alignments from cross-attention: Pharaoh / Moses `i-j` pairs and soft alignment matrices.
+"""Word alignments for files of sentences: [`align`], Pharaoh / Moses `i-j` output, and the alignment error
+rate against a reference (Och & Ney 2003).
 
-Attention *is* a soft alignment: when the decoder produces target token t it reads the source through the
-weights `attn_weights[t, :]`. This module turns the attention behind a generated hypothesis into links
-between source and target **words**:
-
-1. The attention of the hypothesis that was returned: greedy rows as they are; beam search rows picked
-   step by step through `beam_indices` (the beam each token was expanded from), so a hypothesis gets the
-   weights its own prefix produced, not those of whichever beam sat in its slot. Heads are averaged, or
-   one head is chosen.
-2. Tokens to words. Each token gets the span of text it adds when the token sequence is decoded one token
-   at a time; the word it belongs to is the whitespace-separated word holding the first non-space
-   character of that span. This works alike for the three tokenizer kinds of this package (BPE with
-   Metaspace `▁` word starts, word-level, char-level) and any tokenizer whose decoding of a prefix is a
-   prefix of the decoding. A token that adds only whitespace (a lone `▁`, a space character) joins the
-   next word, as the Metaspace marker starts a word. Special tokens (`</s>`, `<pad>`, `<s>`) belong to no
-   word; on the target side `<unk>` neither (it is not in the translation text), on the source side it
-   stands for the user's word and counts.
-3. Tokens to words in the matrix: `soft[j][i]` = the mean over the target tokens of word j of the summed
-   weight on the source tokens of word i. Rows therefore sum to at most 1 (the rest went to `</s>`).
-4. Hard links: each target word is linked to the source word it attends to most (`argmax` of its row).
-
-[`align`] does it all for a list of sentences; [`alignment_from_attention`] does steps 2-4 for one
-hypothesis whose attention you already have (the translation pipeline uses it); [`alignment_error_rate`]
-scores links against a reference (Och & Ney 2003).
+The steps from a hypothesis's attention to word links (beam-aware attention rows, tokens to words, the soft
+matrix, hard links) live in the core, [`hf_seq2seq_attn.core.alignment_seq2seq_attn`], because the
+translation pipeline of a saved model needs them too; they are re-exported here, so one import serves.
 """
 
 from __future__ import annotations
