@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_inference_model import build_tiny_model, save_tiny_model
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from hf_seq2seq_attn import explorer
 from hf_seq2seq_attn.core.configuration_seq2seq_attn import DECODER_STYLES
@@ -23,6 +24,9 @@ from hf_seq2seq_attn.explorer import (
     Exploration,
     ModelCache,
     alignment_html,
+    beam_tree_html,
+    beam_tree_pick,
+    beam_tree_view,
     change_model,
     encode_source,
     explore,
@@ -184,6 +188,197 @@ def test_nbest_labels_carry_text_and_score():
     assert [value for _, value in choices] == [0, 1, 2]
     for (label, rank), hypothesis in zip(choices, exploration.hypotheses, strict=True):
         assert label.startswith(f"{rank + 1}. ") and f"{hypothesis.score:.3f}" in label
+
+
+# --------------------------------------------------------------------------------------------
+# The beam search tree
+# --------------------------------------------------------------------------------------------
+class _Watcher(LogitsProcessor):
+    """The test's own observer of generate(): the running beams and the scores it is handed at each step."""
+
+    def __init__(self):
+        self.rows, self.scores = [], []
+
+    def __call__(self, input_ids, scores):
+        self.rows.append([tuple(row) for row in input_ids.tolist()])
+        self.scores.append(scores.clone())
+        return scores
+
+
+def watched_beam_search(model, source_ids, num_beams, max_new_tokens):
+    """generate() as the explorer calls it for beam search, watched by `_Watcher`."""
+    watcher = _Watcher()
+    output = model.generate(
+        input_ids=torch.tensor([source_ids]),
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        length_penalty=1.0,
+        output_scores=True,
+        return_dict_in_generate=True,
+        logits_processor=LogitsProcessorList([watcher]),
+    )
+    return output, watcher
+
+
+def node_prefix(tree, index):
+    """The token ids from the root (the decoder start token) to node `index`."""
+    return tuple(tree.nodes[i].token_id for i in tree.path(index))
+
+
+def eos_model():
+    """A tiny model made to generate `</s>` after a few tokens, so beams finish at different steps."""
+    model, tokenizer = build_tiny_model(seed=1)
+    with torch.no_grad():
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.config.vocab_size))
+        model.lm_head.bias[tokenizer.eos_token_id] = 2.5
+    return model, tokenizer
+
+
+@pytest.fixture(params=["sharp", "eos"], scope="module")
+def watched_tree(request):
+    """A beam-5 exploration, the same search watched by the test, the returned prefixes and the tree's."""
+    model, tokenizer = sharp_model() if request.param == "sharp" else eos_model()
+    exploration = explore(model, tokenizer, SOURCE, num_beams=5, max_new_tokens=12)
+    output, watcher = watched_beam_search(model, exploration.source_ids, 5, 12)
+    plain = model.generate(  # the observers change nothing
+        input_ids=torch.tensor([exploration.source_ids]),
+        num_beams=5,
+        num_return_sequences=5,
+        do_sample=False,
+        max_new_tokens=12,
+        length_penalty=1.0,
+    )
+    assert torch.equal(plain, output.sequences)
+    lengths = [len(h.token_ids) for h in exploration.hypotheses]
+    returned = [tuple(output.sequences[r, : 1 + length].tolist()) for r, length in enumerate(lengths)]
+    tree = exploration.beam_tree
+    prefixes = [node_prefix(tree, i) for i in range(len(tree.nodes))]
+    # the row of each step's batch holding a prefix (step 0: all rows are the start token; row 0 is live)
+    row_of = [{row: r for r, row in reversed(list(enumerate(rows)))} for rows in watcher.rows]
+    return SimpleNamespace(
+        exploration=exploration,
+        output=output,
+        watcher=watcher,
+        returned=returned,
+        tree=tree,
+        prefixes=prefixes,
+        row_of=row_of,
+        kind=request.param,
+    )
+
+
+def test_beam_tree_kept_nodes_are_the_beams_generate_kept(watched_tree):
+    w = watched_tree
+    steps = len(w.watcher.rows)
+    kept = [i for i, node in enumerate(w.tree.nodes) if node.kept and node.step >= 0]
+    for t in range(steps):
+        shown = {w.prefixes[i] for i in kept if w.tree.nodes[i].step == t}
+        expected = set(w.watcher.rows[t + 1]) if t + 1 < steps else set()
+        expected |= {prefix[: t + 2] for prefix in w.returned if len(prefix) >= t + 2}
+        assert shown == expected, t  # kept = the beams generate() extended next, and the returned ones
+    # cumulative scores: the sums of generate()'s per-step scores along each kept path
+    for i in kept:
+        prefix, node = w.prefixes[i], w.tree.nodes[i]
+        steps_scores = [
+            float(w.watcher.scores[t][w.row_of[t][prefix[: t + 1]], prefix[t + 1]])
+            for t in range(node.step + 1)
+        ]
+        assert node.score == pytest.approx(sum(steps_scores), abs=1e-5)
+        assert node.beam == w.row_of[node.step][prefix[:-1]]
+    if w.kind == "eos":  # the test covers hypotheses that end before the search does
+        assert len({len(prefix) for prefix in w.returned}) > 1
+
+
+def test_beam_tree_leaves_are_the_returned_hypotheses_with_their_scores(watched_tree):
+    w = watched_tree
+    assert len(w.tree.leaves) == 5
+    for rank, leaf in enumerate(w.tree.leaves):
+        node, length = w.tree.nodes[leaf], len(w.returned[rank]) - 1
+        assert w.prefixes[leaf] == w.returned[rank] and node.hypothesis == rank
+        final = float(w.output.sequences_scores[rank])
+        assert node.final_score == pytest.approx(final, abs=1e-6)
+        assert node.score / length**1.0 == pytest.approx(final, abs=1e-5)  # length_penalty=1
+        beams = [w.tree.nodes[i].beam for i in w.tree.path(leaf)[1:]]
+        assert beams == w.output.beam_indices[rank, :length].tolist()
+
+
+def test_beam_tree_pruned_nodes_are_the_top_k_candidates_not_kept(watched_tree):
+    w = watched_tree
+    kept = {w.prefixes[i] for i, node in enumerate(w.tree.nodes) if node.kept}
+    pruned = {w.prefixes[i] for i, node in enumerate(w.tree.nodes) if not node.kept}
+    expected = set()
+    for t, rows in enumerate(w.row_of):
+        for prefix, row in rows.items():
+            top = torch.topk(w.watcher.scores[t][row], 5).indices.tolist()
+            expected |= {prefix + (token,) for token in top} - kept
+    assert pruned == expected and len(pruned) > 10
+    for i, node in enumerate(w.tree.nodes):
+        if not node.kept:
+            t, parent = node.step, w.prefixes[node.parent]
+            step_score = float(w.watcher.scores[t][w.row_of[t][parent], node.token_id])
+            assert node.score == pytest.approx(w.tree.nodes[node.parent].score + step_score, abs=1e-5), i
+    model, tokenizer = sharp_model()
+    assert explore(model, tokenizer, SOURCE, max_new_tokens=12).beam_tree is None  # greedy: no tree
+
+
+class _TreeParser(HTMLParser):
+    """The attributes of every node (`g.s2sa-node`) of the beam tree's SVG."""
+
+    def __init__(self):
+        super().__init__()
+        self.nodes = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "g" and "s2sa-node" in attributes.get("class", "").split():
+            self.nodes.append(attributes)
+
+
+def test_beam_tree_html_carries_every_node_and_marks_the_leaves():
+    model, tokenizer = sharp_model()
+    exploration = explore(model, tokenizer, SOURCE, num_beams=5, max_new_tokens=12)
+    tree = exploration.beam_tree
+    parser = _TreeParser()
+    parser.feed(beam_tree_html(tree, selected=2))
+    assert len(parser.nodes) == len(tree.nodes)
+    for shown, node in zip(parser.nodes, tree.nodes, strict=True):
+        assert int(shown["data-step"]) == node.step and int(shown["data-token-id"]) == node.token_id
+        assert float(shown["data-score"]) == pytest.approx(node.score, abs=1e-6)
+        assert shown["data-kept"] == ("1" if node.kept else "0") and int(shown["data-beam"]) == node.beam
+        classes = shown["class"].split()
+        assert ("s2sa-pruned" in classes) == (not node.kept)
+        assert ("s2sa-leaf" in classes) == (node.hypothesis is not None)
+    leaves = [shown for shown in parser.nodes if "data-hypothesis" in shown]
+    assert [int(shown["data-hypothesis"]) for shown in leaves] == sorted(
+        range(5), key=lambda r: tree.leaves[r]
+    )
+    on_path = [int(shown["data-node"]) for shown in parser.nodes if "s2sa-on-path" in shown["class"].split()]
+    assert on_path == tree.path(tree.leaves[2])
+
+
+def test_beam_tree_handlers_show_the_leaf_heatmap():
+    pytest.importorskip("gradio")
+    model, tokenizer = sharp_model(num_attention_heads=2)
+    exploration = explore(model, tokenizer, SOURCE, num_beams=5, max_new_tokens=12)
+    box, tree, heatmap = beam_tree_view(exploration, 0, -1)
+    assert box["visible"] is True and tree == beam_tree_html(exploration.beam_tree, 0)
+    tree, heatmap = beam_tree_pick(exploration, 1, {"hypothesis": 3})
+    hypothesis = exploration.hypotheses[3]
+    assert tree == beam_tree_html(exploration.beam_tree, 3)
+    caption = "Leaf: hypothesis 4 (head 2): rows = output tokens, columns = source tokens. Hover a cell."
+    assert heatmap == heatmap_html(
+        hypothesis.attention[1], exploration.source_tokens, hypothesis.tokens, caption, coverage=True
+    )
+    attention, _ = teacher_forced(model, exploration.source_ids, hypothesis.token_ids)  # the leaf's own
+    np.testing.assert_allclose(hypothesis.attention, attention, atol=ATOL, rtol=0)
+    parser = _TableParser()
+    parser.feed(heatmap)
+    assert parser.rows == hypothesis.tokens
+    greedy = explore(model, tokenizer, SOURCE, max_new_tokens=12)
+    for hidden in (beam_tree_view(greedy, 0, -1), beam_tree_view(None, None, None)):
+        assert hidden[0]["visible"] is False and hidden[1:] == ("", "")
 
 
 # --------------------------------------------------------------------------------------------

@@ -234,6 +234,45 @@ def check_beam_search(driver, loaded) -> None:
     check_coverage(driver, "#s2sa-heatmap-0", beams[2].attention[0])
 
 
+def check_beam_tree(driver, loaded) -> None:
+    """The "Beam search tree" box of the beam-5 translation: the same kept and pruned nodes as computed
+    here; a click on the leaf of hypothesis 3 draws its heat-map under the tree."""
+    from hf_seq2seq_attn.explorer import explore
+
+    model, tokenizer = loaded[0]
+    exploration = explore(model, tokenizer, SPANISH, num_beams=5)
+    expected = sorted(
+        (node.step, node.token_id, int(node.kept), node.beam, f"{node.score:.6f}")
+        for node in exploration.beam_tree.nodes
+    )
+    read = """
+        return [...document.querySelectorAll(arguments[0] + ' g.s2sa-node')].map(g => [
+          Number(g.dataset.step), Number(g.dataset.tokenId), Number(g.dataset.kept), Number(g.dataset.beam),
+          g.dataset.score]);"""
+    wait_for(driver, lambda d: d.execute_script(read, "#s2sa-beamtree-0"), "no beam search tree")
+    shown = sorted(tuple(node) for node in driver.execute_script(read, "#s2sa-beamtree-0"))
+    assert shown == expected
+    assert {kept for _, _, kept, _, _ in shown} == {0, 1}  # kept and pruned nodes both drawn
+    leaf = css(driver, "#s2sa-beamtree-0 g.s2sa-leaf[data-hypothesis='2']")[0]
+    assert float(leaf.get_attribute("data-final-score")) == pytest.approx(
+        exploration.hypotheses[2].score, abs=1e-5
+    )
+    leaf.click()
+    wait_for(
+        driver,
+        lambda d: (
+            (heatmap_at(d, "#s2sa-beamtree-heatmap-0") or {})
+            .get("caption", "")
+            .startswith("Leaf: hypothesis 3")
+        ),
+        "no heat-map for the clicked leaf",
+    )
+    assert heatmap_at(driver, "#s2sa-beamtree-heatmap-0")["rows"] == exploration.hypotheses[2].tokens
+    check_coverage(driver, "#s2sa-beamtree-heatmap-0", exploration.hypotheses[2].attention[0])
+    on_path = "#s2sa-beamtree-0 g.s2sa-on-path"
+    assert css(driver, on_path)[-1].get_attribute("data-hypothesis") == "2"  # its path is highlighted
+
+
 def coverage_and_matrix(driver, selector: str) -> dict:
     """The coverage row of the heat-map in `selector` (exact values, shown text) and the weights its cells
     show in their tips (3 decimals), as a (T, S) list of rows."""
@@ -377,6 +416,8 @@ def test_explorer_in_a_real_browser(two_models, tmp_path):
         check_whatif(driver, loaded)
         driver.save_screenshot(str(tmp_path / "whatif.png"))
         check_beam_search(driver, loaded)
+        check_beam_tree(driver, loaded)
+        driver.save_screenshot(str(tmp_path / "beam_tree.png"))
         click_label(driver, "#s2sa-head-1", "head 2")  # the head selector of the two-head model
         wait_for(driver, lambda d: "head 2" in (heatmap(d, 1) or {}).get("caption", ""), "head 2 not shown")
         check_bad_input(driver)

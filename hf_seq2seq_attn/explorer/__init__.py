@@ -12,6 +12,9 @@ The page is built from pure functions that are tested without a browser. Modules
                  (n-best with scores) and the attention `(N, T, S)` behind each, beam hypotheses followed
                  through `beam_indices`; [`head_matrix`] (one head, or the mean of the heads) and
                  [`hypothesis_alignment`] (the word alignment of `core.alignment_seq2seq_attn`)
+    beamtree.py  the beam search as a tree: [`SearchRecorder`] (a `LogitsProcessor` that only watches the
+                 beams `generate()` keeps), [`beam_tree`] -> [`BeamTree`] of [`TreeNode`]s (kept and pruned
+                 tokens, cumulative scores, the returned leaves), [`beam_tree_html`] (a server-side SVG)
     render.py    HTML: [`heatmap_html`] (rows = output tokens, columns = source tokens) with the coverage row
                  under it ([`source_coverage`]: the attention each source token received),
                  [`alignment_html`], [`redecoding_html`]
@@ -22,7 +25,7 @@ The page is built from pure functions that are tested without a browser. Modules
     models.py    [`load_model`] (checked before anything loads) and the shared [`ModelCache`]
     handlers.py  the page's event handlers, plain functions of the model cache and the components' values:
                  [`translate`], [`rerender`], [`change_model`], [`whatif_reset`], [`whatif_alternatives`],
-                 [`whatif_redecode`]
+                 [`whatif_redecode`], [`beam_tree_view`], [`beam_tree_pick`]
     app.py       [`build_app`] only lays out components and binds the handlers; [`launch_app`]
     space.py     [`write_space`], [`push_space`]: the app as a Hugging Face Space, with this package vendored
     cli.py       `seq2seq-attn explore`: [`build_parser`], [`main`] (standard library only until parsed)
@@ -51,6 +54,7 @@ _SUBMODULE_NAMES = {
         "max_source_tokens",
         "step_attention",
     ),
+    "beamtree": ("BEAM_TREE_CSS", "BeamTree", "SearchRecorder", "TreeNode", "beam_tree", "beam_tree_html"),
     "render": (
         "COVERAGE_NOTE",
         "HEATMAP_CSS",
@@ -73,6 +77,8 @@ _SUBMODULE_NAMES = {
         "INSTALL_HINT",
         "MAX_BEAMS",
         "alternative_choices",
+        "beam_tree_pick",
+        "beam_tree_view",
         "change_model",
         "head_choices",
         "model_header",
@@ -107,10 +113,15 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BeamTree",
     "Exploration",
     "Hypothesis",
     "alignment_html",
     "alternative_choices",
+    "beam_tree",
+    "beam_tree_html",
+    "beam_tree_pick",
+    "beam_tree_view",
     "build_app",
     "encode_source",
     "explore",

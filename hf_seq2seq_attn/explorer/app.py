@@ -13,6 +13,8 @@ from typing import Any
 from .formula import formula_table_html
 from .handlers import (
     MAX_BEAMS,
+    beam_tree_pick,
+    beam_tree_view,
     change_model,
     import_gradio,
     model_header,
@@ -65,6 +67,23 @@ class _WhatIf:
         return [self.position, self.token, self.result, self.heatmap]
 
 
+# gr.HTML runs no <script> in its value; this listener, set once on the component, sends a leaf's rank.
+LEAF_CLICK_JS = (
+    "element.addEventListener('click', (event) => {"
+    " const leaf = event.target.closest('[data-hypothesis]');"
+    " if (leaf) trigger('click', {hypothesis: Number(leaf.dataset.hypothesis)}); });"
+)
+
+
+@dataclass
+class _BeamTreeBox:
+    """The "Beam search tree" box of a column (shown for beam search): the tree and a leaf's heat-map."""
+
+    accordion: Any
+    tree: Any
+    heatmap: Any
+
+
 @dataclass
 class _Column:
     """The components of one model's column."""
@@ -79,6 +98,7 @@ class _Column:
     alignment: Any
     exploration: Any
     whatif: _WhatIf
+    beam_tree: _BeamTreeBox
 
     def translation_outputs(self) -> list[Any]:
         """What [`translate`] returns, in its order."""
@@ -102,7 +122,9 @@ class _Column:
 INTRO = (
     "# Attention explorer\nType a sentence: each output token's row of the heat-map shows which source "
     "tokens the decoder attended to when it produced it; the coverage row under it sums each column. Pick "
-    "a hypothesis of the n-best list, or a head; under **What if**, replace an output token and re-decode."
+    "a hypothesis of the n-best list, or a head; under **What if**, replace an output token and re-decode. "
+    "With beam search, the **Beam search tree** under the heat-map shows every hypothesis the search kept "
+    "and the candidates it pruned; click a returned hypothesis' leaf to see its attention."
 )
 
 
@@ -137,10 +159,32 @@ def _model_column(gr: Any, cache: ModelCache, position: int, name: str) -> _Colu
             elem_id=f"s2sa-head-{position}",
         ),
         heatmap=gr.HTML("", elem_id=f"s2sa-heatmap-{position}", js_on_load=None),
+        beam_tree=_beam_tree_section(gr, position),  # under the heat-map
         alignment=gr.HTML("", elem_id=f"s2sa-alignment-{position}", js_on_load=None),
         exploration=gr.State(None),
         whatif=_whatif_section(gr, position),  # last: the section goes under the alignment
     )
+
+
+def _beam_tree_section(gr: Any, position: int) -> _BeamTreeBox:
+    """The "Beam search tree" box of column `position`, hidden until a beam translation fills it."""
+    with gr.Accordion("Beam search tree", open=True, visible=False) as accordion:
+        tree = gr.HTML("", elem_id=f"s2sa-beamtree-{position}", js_on_load=LEAF_CLICK_JS)
+        heatmap = gr.HTML("", elem_id=f"s2sa-beamtree-heatmap-{position}", js_on_load=None)
+    return _BeamTreeBox(accordion, tree, heatmap)
+
+
+def _bind_beam_tree(gr: Any, column: _Column) -> None:
+    """A click on a leaf of the tree draws that hypothesis' heat-map under it (the translation and a model
+    change redraw the whole box: [`_bind_column`], [`_model_loader`])."""
+    box = column.beam_tree
+
+    def on_leaf(exploration: Any, head: Any, event: Any) -> tuple[str, str]:
+        return beam_tree_pick(exploration, head, getattr(event, "_data", None))
+
+    on_leaf.__name__ = "beam_tree_pick"  # the API endpoint's name
+    on_leaf.__annotations__ = {"event": gr.EventData}  # what makes gradio pass the event's data
+    box.tree.click(on_leaf, [column.exploration, column.head], [box.tree, box.heatmap])
 
 
 def _whatif_section(gr: Any, position: int) -> _WhatIf:
@@ -166,6 +210,12 @@ def _model_loader(gr: Any, cache: ModelCache, position: int, column: _Column) ->
         load = gr.Button("Load", elem_id=f"s2sa-load-{position}")
     loaded = load.click(_with_cache(change_model, cache), [path], column.model_outputs())
     loaded.then(whatif_reset, [column.exploration, column.nbest], column.whatif.reset_outputs())
+    box = column.beam_tree  # a model change clears the exploration: this hides the tree
+    loaded.then(
+        beam_tree_view,
+        [column.exploration, column.nbest, column.head],
+        [box.accordion, box.tree, box.heatmap],
+    )
 
 
 def _bind_column(cache: ModelCache, column: _Column, controls: _Controls) -> None:
@@ -174,12 +224,16 @@ def _bind_column(cache: ModelCache, column: _Column, controls: _Controls) -> Non
     A new translation or n-best pick then offers the shown hypothesis' positions to the what-if box."""
     on_translate = _with_cache(translate, cache)
     reset = ([column.exploration, column.nbest], column.whatif.reset_outputs())
+    box = column.beam_tree
+    tree_outputs = [box.accordion, box.tree, box.heatmap]
     for trigger in (controls.button.click, controls.source.submit):
-        trigger(
+        translated = trigger(
             on_translate,
             [column.name, controls.source, controls.mode, controls.width],
             column.translation_outputs(),
-        ).then(whatif_reset, *reset)
+        )
+        translated.then(whatif_reset, *reset)
+        translated.then(beam_tree_view, [column.exploration, column.nbest, column.head], tree_outputs)
     on_pick = _with_cache(rerender, cache)
     for selector in (column.nbest, column.head):
         picked = selector.input(
@@ -240,6 +294,7 @@ def build_app(
                         _model_loader(gr, cache, position, columns[-1])
         for column in columns:
             _bind_column(cache, column, controls)
+            _bind_beam_tree(gr, column)
         gr.HTML(formula_table_html(), elem_id="s2sa-formula-table")
     return demo
 

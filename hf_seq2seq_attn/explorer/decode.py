@@ -4,7 +4,8 @@
 [`Exploration`]: the source tokens, and for each hypothesis its tokens, score and cross-attention
 `(N, T, S)`, beam hypotheses followed through `beam_indices` so each gets the weights its own prefix
 produced. [`head_matrix`] picks one head (or the mean of the heads) of that attention, and
-[`hypothesis_alignment`] derives the word alignment from it. No gradio here.
+[`hypothesis_alignment`] derives the word alignment from it. A beam search also keeps its search tree
+([`hf_seq2seq_attn.explorer.beamtree`], watched during that same call). No gradio here.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
 
 from ..core.alignment_seq2seq_attn import alignment_from_attention, eos_ids
 from ..tools.inference import default_max_new_tokens
+from .beamtree import BeamTree, SearchRecorder, beam_tree
 
 # A tokenizer saved without `model_max_length` reports ~1e30; read at most this many source tokens then.
 DEFAULT_MAX_SOURCE_TOKENS = 512
@@ -57,6 +60,7 @@ class Exploration:
         num_beams (`int`): 1 = greedy.
         notices (`list[str]`): what the user should know about the input (e.g. it was truncated).
         source_text (`str`): the text translated, when it was not truncated (used to name source words).
+        beam_tree ([`BeamTree`], *optional*): the search tree of a beam search (None for greedy).
     """
 
     source_ids: list[int]
@@ -65,6 +69,7 @@ class Exploration:
     num_beams: int = 1
     notices: list[str] = field(default_factory=list)
     source_text: str | None = None
+    beam_tree: BeamTree | None = None
 
     @property
     def num_heads(self) -> int:
@@ -134,8 +139,12 @@ def _check_explore_arguments(text: str, num_beams: int) -> None:
         raise ValueError(f"num_beams must be between 1 and 64, got {num_beams}.")
 
 
-def _generate(model: Any, source_ids: list[int], num_beams: int, max_new_tokens: int | None) -> Any:
+def _generate(
+    model: Any, source_ids: list[int], num_beams: int, max_new_tokens: int | None, processors: list[Any]
+) -> Any:
     """One `generate()` call returning every hypothesis with its scores and cross-attention.
+
+    `processors` are extra `LogitsProcessor`s (the beam tree's observer, which changes no score).
 
     Returns:
         The `generate` output: `sequences (num_beams, 1 + T)`, `scores`, `cross_attentions`, and for
@@ -155,6 +164,7 @@ def _generate(model: Any, source_ids: list[int], num_beams: int, max_new_tokens:
         output_attentions=True,
         output_scores=True,
         return_dict_in_generate=True,
+        logits_processor=LogitsProcessorList(processors),
         **({"length_penalty": 1.0} if num_beams > 1 else {}),
     )
 
@@ -216,16 +226,20 @@ def explore(
     """
     _check_explore_arguments(text, num_beams)
     source_ids, notices = encode_source(tokenizer, text)
-    output = _generate(model, source_ids, num_beams, max_new_tokens)
+    recorder = SearchRecorder()
+    output = _generate(model, source_ids, num_beams, max_new_tokens, [recorder] if num_beams > 1 else [])
     ends = eos_ids(model)
     found = (_hypothesis(tokenizer, output, r, num_beams > 1, ends) for r in range(output.sequences.shape[0]))
+    hypotheses = [hypothesis for hypothesis in found if hypothesis is not None]
+    lengths = [len(hypothesis.token_ids) for hypothesis in hypotheses]
     return Exploration(
         source_ids=list(source_ids),
         source_tokens=tokenizer.convert_ids_to_tokens(source_ids),
-        hypotheses=[hypothesis for hypothesis in found if hypothesis is not None],
+        hypotheses=hypotheses,
         num_beams=num_beams,
         notices=notices,
         source_text=None if notices else text,
+        beam_tree=beam_tree(output, recorder.steps, tokenizer, lengths, num_beams) if num_beams > 1 else None,
     )
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .beamtree import beam_tree_html
 from .decode import Exploration, Hypothesis, explore, head_matrix, hypothesis_alignment
 from .formula import formula_markdown
 from .models import ModelCache, friendly_error
@@ -159,6 +160,40 @@ def rerender(
     except Exception as err:
         logger.exception("rendering failed")
         return f"<p>{html.escape(friendly_error(err))}</p>", ""
+
+
+# ----- The beam search tree ([`hf_seq2seq_attn.explorer.beamtree`]) -------------------------------------
+
+
+def beam_tree_view(
+    exploration: Exploration | None, index: int | None, head: int | None
+) -> tuple[Any, str, str]:
+    """After a translation: the "Beam search tree" box (shown for beam search only), the tree with the path
+    of hypothesis `index` highlighted, and that hypothesis' heat-map (head `head`, -1 = average).
+
+    Returns:
+        The accordion's update, the tree HTML ([`beam_tree_html`]) and the heat-map HTML.
+    """
+    tree = None if exploration is None else exploration.beam_tree
+    if exploration is None or tree is None or not exploration.hypotheses:
+        return _update(visible=False), "", ""
+    index = index if index is not None and 0 <= index < len(exploration.hypotheses) else 0
+    head = None if head is None or head < 0 or head >= exploration.num_heads else head
+    hypothesis = exploration.hypotheses[index]
+    caption = _caption(index, head, exploration.num_heads).replace("Hypothesis", "Leaf: hypothesis", 1)
+    matrix = head_matrix(hypothesis.attention, head)
+    heatmap = heatmap_html(matrix, exploration.source_tokens, hypothesis.tokens, caption, coverage=True)
+    return _update(visible=True), beam_tree_html(tree, index), heatmap
+
+
+def beam_tree_pick(
+    exploration: Exploration | None, head: int | None, data: dict[str, Any] | None
+) -> tuple[str, str]:
+    """A click on a returned hypothesis' leaf (`data = {"hypothesis": rank}`, sent by the page's script):
+    the tree with its path highlighted and its heat-map."""
+    rank = (data or {}).get("hypothesis")
+    _, tree, heatmap = beam_tree_view(exploration, int(rank) if rank is not None else None, head)
+    return tree, heatmap
 
 
 # ----- What if: replace an output token, decode the rest ([`hf_seq2seq_attn.explorer.whatif`]) -------
