@@ -811,38 +811,6 @@ def test_cli_rejects_bad_models_with_exit_2(tmp_path, capsys):
     assert "seq2seq-attn explore --model outputs/demo" in capsys.readouterr().out
 
 
-HELP_IMPORTS = """
-import json, runpy, sys
-sys.argv = ["seq2seq-attn", "explore", "--help"]
-try:
-    runpy.run_module("hf_seq2seq_attn", run_name="__main__", alter_sys=True)
-    code = None
-except SystemExit as exit_info:
-    code = exit_info.code
-heavy = [name for name in ("torch", "transformers", "gradio") if name in sys.modules]
-print("RESULT " + json.dumps({"code": code, "heavy": heavy}))
-"""
-
-
-def test_explore_help_imports_neither_torch_nor_transformers_nor_gradio(tmp_path):
-    """`python -m hf_seq2seq_attn explore --help` in a fresh interpreter (as `test_lazy_import` runs the
-    other commands): the options print, and none of the heavy modules was imported."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-    completed = subprocess.run(
-        [sys.executable, "-c", HELP_IMPORTS],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "seq2seq-attn explore --model outputs/demo" in completed.stdout
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
-    assert json.loads(line[len("RESULT ") :]) == {"code": 0, "heavy": []}
-
-
 def test_package_names_load_their_modules_lazily():
     """Every name the package lists comes from the submodule that defines it, loaded on first access."""
     for name in explorer.__all__:
