@@ -54,6 +54,11 @@ from .trainer import (
 
 logger = logging.getLogger(__name__)
 
+# With --torch_compile, batches are padded to a multiple of this many tokens (source and target): a compiled
+# graph is specialised to its target length (the decoder loops over it in Python), so without buckets every
+# new batch length would compile again. Padded targets are -100 and padded sources are masked: same loss.
+COMPILE_LENGTH_MULTIPLE = 8
+
 
 def build_tokenizer(data: DataArguments, splits: Splits, args: Seq2SeqTrainingArguments, resuming: bool):
     """Load, or train on the training split (main process first; the others load its result)."""
@@ -261,7 +266,13 @@ def _build_trainer(
         args=args,
         train_dataset=tokenized["train"],
         eval_dataset=tokenized.get("validation"),
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True),
+        data_collator=DataCollatorForSeq2Seq(
+            tokenizer,
+            model=model,
+            label_pad_token_id=-100,
+            padding=True,
+            pad_to_multiple_of=COMPILE_LENGTH_MULTIPLE if args.torch_compile else None,
+        ),
         processing_class=tokenizer,
         compute_metrics=metrics_function(tokenizer, data.task, splits.validation_refs or [])
         if "validation" in tokenized

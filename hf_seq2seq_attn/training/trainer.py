@@ -165,6 +165,10 @@ class Seq2SeqAttnTrainer(Seq2SeqTrainer):
         training_args = kwargs["args"] if "args" in kwargs else (args[1] if len(args) > 1 else None)
         _refuse_checkpoint_pushes(training_args)
         super().__init__(*args, **kwargs)
+        if self.args.torch_compile:
+            # Without it dynamo refuses to trace `nn.GRU` / `nn.LSTM` modules: every read of the decoder's RNN
+            # weights breaks the graph, and the decoder's step loop falls back to eager.
+            torch._dynamo.config.allow_rnn = True
         self._hub_api = HfApi()  # one queue for this trainer's background pushes, so they land in order
         if not torch.cuda.is_available():
             # Pinned memory only helps copies to an accelerator; without one, torch warns on every run.
