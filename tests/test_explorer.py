@@ -917,3 +917,159 @@ def test_push_space_uploads_the_written_folder(tmp_path, monkeypatch):
 
 def test_exploration_dataclass_defaults():
     assert Exploration(source_ids=[2], source_tokens=["</s>"], hypotheses=[]).num_heads == 1
+
+
+# ----- Nearest training sentences ([`hf_seq2seq_attn.explorer.neighbors`]) ---------------------------
+NEIGHBOR_PAIRS = [
+    ("el gato negro come", "the black cat eats"),
+    ("hola mundo", "hello world"),
+    ("buenos dias amigo", "good morning friend"),
+    ("el perro come", "the dog eats"),
+    ("gracias", "thanks"),
+    ("el gato come hola", "the cat eats hello"),
+]
+
+
+def write_pairs(path: Path, pairs) -> str:
+    """A JSON Lines training file of `pairs`, as the train command reads it."""
+    path.write_text(
+        "".join(json.dumps({"source": s, "target": t}) + "\n" for s, t in pairs), encoding="utf-8"
+    )
+    return str(path)
+
+
+class CountingEncoder:
+    """Counts the calls of the model's real encoder (observation only: the encoder still runs)."""
+
+    def __init__(self, model, monkeypatch):
+        self.calls = 0
+        encoder = model.get_encoder()
+        original = encoder.forward
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(encoder, "forward", counted)
+
+
+def test_neighbors_of_a_training_sentence_start_with_it(tmp_path, monkeypatch):
+    """A sentence copied from the file comes first with similarity ~1; the similarities are the cosines
+    of the mean-pooled encoder states (recomputed here one sentence at a time, without padding)."""
+    from hf_seq2seq_attn.explorer import load_or_build_index, nearest
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = save_sharp_model(tmp_path / "model")
+    model, tokenizer = explorer.load_model(folder)
+    path = write_pairs(tmp_path / "train.jsonl", NEIGHBOR_PAIRS)
+    index = load_or_build_index(folder, model, tokenizer, path, limit=100)
+    assert index.sources == [s for s, _ in NEIGHBOR_PAIRS] and index.vectors.shape[0] == len(NEIGHBOR_PAIRS)
+    with torch.no_grad():
+        expected = []
+        for source, _ in NEIGHBOR_PAIRS:
+            ids = torch.tensor([tokenizer(source)["input_ids"]])
+            states = model.get_encoder()(input_ids=ids).last_hidden_state[0]  # (S, K)
+            expected.append(torch.nn.functional.normalize(states.mean(dim=0), dim=0))
+    torch.testing.assert_close(index.vectors, torch.stack(expected), atol=1e-5, rtol=1e-5)
+    for row, (source, target) in enumerate(NEIGHBOR_PAIRS):
+        found = nearest(model, tokenizer, index, source, k=3)
+        assert (found[0].source, found[0].target, found[0].row) == (source, target, row)
+        assert found[0].similarity == pytest.approx(1.0, abs=1e-5)
+        assert [n.similarity for n in found] == sorted((n.similarity for n in found), reverse=True)
+        cosines = (torch.stack(expected) @ expected[row]).tolist()
+        assert [n.similarity for n in found] == pytest.approx(sorted(cosines, reverse=True)[:3], abs=1e-5)
+
+
+def test_neighbor_index_is_cached_beside_the_model_and_invalidated_by_a_changed_file(tmp_path, monkeypatch):
+    from hf_seq2seq_attn.explorer import load_or_build_index
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = save_sharp_model(tmp_path / "model")
+    model, tokenizer = explorer.load_model(folder)
+    path = write_pairs(tmp_path / "train.jsonl", NEIGHBOR_PAIRS)
+    counter = CountingEncoder(model, monkeypatch)
+    first = load_or_build_index(folder, model, tokenizer, path, limit=4)
+    assert counter.calls == 1 and len(first.sources) == 4  # 4 sentences: one batch
+    assert Path(first.cache_file).parent == Path(folder) / "explorer_neighbors"
+    assert sorted(p.suffix for p in Path(first.cache_file).parent.iterdir()) == [".json", ".safetensors"]
+    again = load_or_build_index(folder, model, tokenizer, path, limit=4)
+    assert counter.calls == 1  # loaded: the encoder did not run
+    assert again.cache_file == first.cache_file and again.sources == first.sources
+    torch.testing.assert_close(again.vectors, first.vectors)
+    load_or_build_index(folder, model, tokenizer, path, limit=5)  # another N: another index
+    assert counter.calls == 2
+    write_pairs(tmp_path / "train.jsonl", NEIGHBOR_PAIRS[::-1])  # the file changes
+    changed = load_or_build_index(folder, model, tokenizer, path, limit=4)
+    assert counter.calls == 3 and changed.sources == [s for s, _ in NEIGHBOR_PAIRS[::-1][:4]]
+    with torch.no_grad():
+        model.get_encoder().embed_tokens.weight.add_(0.1)  # other weights
+    load_or_build_index(folder, model, tokenizer, path, limit=4)
+    assert counter.calls == 4
+    assert not (tmp_path / "cache").exists()  # the model folder was writable
+
+
+def test_neighbor_index_of_a_read_only_model_goes_to_the_user_cache(tmp_path, monkeypatch):
+    from hf_seq2seq_attn.explorer import load_or_build_index
+    from hf_seq2seq_attn.explorer.neighbors import cache_dirs
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = save_sharp_model(tmp_path / "model")
+    model, tokenizer = explorer.load_model(folder)
+    path = write_pairs(tmp_path / "train.jsonl", NEIGHBOR_PAIRS)
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # as for a folder of another user
+    assert cache_dirs(folder) == [tmp_path / "cache" / "hf_seq2seq_attn" / "explorer_neighbors"]
+    index = load_or_build_index(folder, model, tokenizer, path)
+    assert Path(index.cache_file).parent == cache_dirs(folder)[0]
+    assert not (Path(folder) / "explorer_neighbors").exists()
+
+
+def test_sentence_vectors_do_not_depend_on_the_batch(tmp_path):
+    """Sorting by length and padding within a batch changes nothing: batched == one at a time."""
+    from hf_seq2seq_attn.explorer import sentence_vectors
+    from hf_seq2seq_attn.explorer.neighbors import source_ids
+
+    model, tokenizer = sharp_model()
+    ids = source_ids(tokenizer, [s for s, _ in NEIGHBOR_PAIRS])
+    batched = sentence_vectors(model, ids, batch_size=4)
+    single = torch.cat([sentence_vectors(model, [row]) for row in ids])
+    torch.testing.assert_close(batched, single, atol=1e-6, rtol=1e-5)
+
+
+def test_neighbors_handler_and_html(tmp_path, monkeypatch):
+    from hf_seq2seq_attn.explorer import neighbors_view
+    from hf_seq2seq_attn.explorer.neighbors import NeighborIndexes
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = save_sharp_model(tmp_path / "model")
+    path = write_pairs(tmp_path / "train.jsonl", NEIGHBOR_PAIRS + [("<b>x</b>", "y & z")])
+    indexes = NeighborIndexes(ModelCache(), path, limit=100)
+    page = neighbors_view(indexes, folder, "el perro come")
+    assert page.count('<li class="s2sa-neighbor"') == 5
+    first = page.split('<li class="s2sa-neighbor"')[1]
+    assert "el perro come" in first and "the dog eats" in first
+    assert "&lt;b&gt;x&lt;/b&gt;" in neighbors_view(indexes, folder, "<b>x</b>")
+    assert "Type a sentence" in neighbors_view(indexes, folder, "  ")
+    assert "No neighbours" in neighbors_view(indexes, str(tmp_path / "missing"), "hola")
+
+
+def test_cli_wires_neighbors(tmp_path, monkeypatch, capsys):
+    """`seq2seq-attn explore --model M --neighbors FILE --neighbors_max N` hands both to `build_app`."""
+    from hf_seq2seq_attn.explorer import app, cli
+
+    folder = save_tiny_model(tmp_path / "model")
+    path = write_pairs(tmp_path / "train.jsonl", NEIGHBOR_PAIRS)
+    built = {}
+    monkeypatch.setattr(app, "build_app", lambda models, **kwargs: built.update(kwargs, models=models))
+    monkeypatch.setattr(app, "launch_app", lambda demo, **kwargs: None)
+    assert cli.main(["--model", folder, "--neighbors", path, "--neighbors_max", "7"]) == 0
+    assert built == {"models": [folder], "neighbors": path, "neighbors_max": 7}
+    assert cli.build_parser().parse_args(["--model", folder]).neighbors_max == 30_000
+    assert cli.main(["--model", folder, "--neighbors", str(tmp_path / "missing.jsonl")]) == 2
+    assert "--neighbors: no such file" in capsys.readouterr().err
+    assert cli.main(["--model", folder, "--neighbors", path, "--neighbors_max", "0"]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"src": "a"}\n', encoding="utf-8")
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert cli.main(["--model", folder, "--neighbors", str(bad)]) == 2  # a DataError, told before serving
+    assert "no column 'source'" in capsys.readouterr().err

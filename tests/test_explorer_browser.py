@@ -59,11 +59,11 @@ def make_driver():
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-def start_app(models: list[str], port: int):
-    """Build the page and serve it from a thread of this process on 127.0.0.1:port."""
+def start_app(models: list[str], port: int, **options):
+    """Build the page (`options` go to `build_app`) and serve it from a thread of this process on 127.0.0.1:port."""
     from hf_seq2seq_attn.explorer import build_app, launch_app
 
-    demo = build_app(models)
+    demo = build_app(models, **options)
     launch_app(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     return demo
 
@@ -433,5 +433,51 @@ def test_explorer_in_a_real_browser(two_models, tmp_path):
         assert external_requests(driver) == []  # everything the page needs comes from the app itself
     finally:
         driver.save_screenshot(str(tmp_path / "last.png"))  # the state at the end, also after a failure
+        driver.quit()
+        demo.close()
+
+
+NEIGHBOR_PAIRS = [
+    ("el gato negro come", "the black cat eats"),
+    ("hola mundo", "hello world"),
+    ("el perro come", "the dog eats"),
+    ("buenos dias amigo", "good morning friend"),
+    ("gracias", "thanks"),
+    ("el gato come hola", "the cat eats hello"),
+]
+
+
+def first_neighbor(driver) -> str | None:
+    """The source sentence of the first entry of the first column's neighbour list (None when empty)."""
+    found = css(driver, "#s2sa-neighbors-0 li.s2sa-neighbor .s2sa-neighbor-source")
+    return found[0].text if found else None
+
+
+def test_nearest_training_sentences_in_a_real_browser(tmp_path, monkeypatch):
+    """With a training file given to the app builder, a sentence copied from it is the first neighbour."""
+    pytest.importorskip("gradio")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = save_tiny_model(tmp_path / "model")
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"source": s, "target": t}) + "\n" for s, t in NEIGHBOR_PAIRS))
+    port = free_port()
+    demo = start_app([model], port, neighbors=str(train))
+    assert (tmp_path / "model" / "explorer_neighbors").is_dir()  # built before the page was served
+    driver = make_driver()
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait_for(driver, lambda d: css(d, "#s2sa-source textarea"), "the page did not render")
+        for source, target in (NEIGHBOR_PAIRS[2], NEIGHBOR_PAIRS[5]):
+            set_source(driver, source)
+            css(driver, "#s2sa-translate")[0].click()
+            wait_for(
+                driver, lambda d, s=source: first_neighbor(d) == s, f"{source!r} is not the first neighbour"
+            )
+            first = css(driver, "#s2sa-neighbors-0 li.s2sa-neighbor")[0]
+            assert target in first.text and first.text.startswith("1.000")
+            assert len(css(driver, "#s2sa-neighbors-0 li.s2sa-neighbor")) == 5
+        driver.save_screenshot(str(tmp_path / "neighbors.png"))
+        assert not any(driver.find_elements("css selector", ".toast-body.error"))
+    finally:
         driver.quit()
         demo.close()

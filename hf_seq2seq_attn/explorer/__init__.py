@@ -22,10 +22,14 @@ The page is built from pure functions that are tested without a browser. Modules
                  file), decoder style and sizes read from the config; [`formula_table_html`]
     whatif.py    "What if": the top-k tokens at an output step ([`top_alternatives`]), and the translation
                  re-decoded with another token forced there ([`redecode`], `decoder_input_ids` of `generate()`)
+    neighbors.py nearest training sentences: [`load_or_build_index`] (a training file's sources encoded once,
+                 mean-pooled encoder states, cached as safetensors beside the model) -> [`NeighborIndex`];
+                 [`nearest`] (exact cosine, one matmul) -> [`Neighbor`]s; [`neighbors_html`];
+                 [`NeighborIndexes`] (one per model of the page)
     models.py    [`load_model`] (checked before anything loads) and the shared [`ModelCache`]
     handlers.py  the page's event handlers, plain functions of the model cache and the components' values:
                  [`translate`], [`rerender`], [`change_model`], [`whatif_reset`], [`whatif_alternatives`],
-                 [`whatif_redecode`], [`beam_tree_view`], [`beam_tree_pick`]
+                 [`whatif_redecode`], [`beam_tree_view`], [`beam_tree_pick`], [`neighbors_view`]
     app.py       [`build_app`] only lays out components and binds the handlers; [`launch_app`]
     space.py     [`write_space`], [`push_space`]: the app as a Hugging Face Space, with this package vendored
     cli.py       `seq2seq-attn explore`: [`build_parser`], [`main`] (standard library only until parsed)
@@ -72,6 +76,18 @@ _SUBMODULE_NAMES = {
         "score_formula",
     ),
     "whatif": ("TOP_K", "Alternative", "Redecoding", "redecode", "top_alternatives"),
+    "neighbors": (
+        "NEIGHBORS_K",
+        "NEIGHBORS_MAX",
+        "Neighbor",
+        "NeighborIndex",
+        "NeighborIndexes",
+        "build_index",
+        "load_or_build_index",
+        "nearest",
+        "neighbors_html",
+        "sentence_vectors",
+    ),
     "models": ("MAX_MODELS", "ModelCache", "load_model"),
     "handlers": (
         "INSTALL_HINT",
@@ -83,6 +99,7 @@ _SUBMODULE_NAMES = {
         "head_choices",
         "model_header",
         "nbest_choices",
+        "neighbors_view",
         "position_choices",
         "rerender",
         "translate",
@@ -116,6 +133,8 @@ __all__ = [
     "BeamTree",
     "Exploration",
     "Hypothesis",
+    "Neighbor",
+    "NeighborIndex",
     "alignment_html",
     "alternative_choices",
     "beam_tree",
@@ -133,7 +152,11 @@ __all__ = [
     "launch_app",
     "load_model",
     "main",
+    "load_or_build_index",
     "nbest_choices",
+    "nearest",
+    "neighbors_html",
+    "neighbors_view",
     "position_choices",
     "push_space",
     "redecoding_html",

@@ -18,6 +18,7 @@ from .handlers import (
     change_model,
     import_gradio,
     model_header,
+    neighbors_view,
     rerender,
     translate,
     whatif_alternatives,
@@ -25,6 +26,7 @@ from .handlers import (
     whatif_reset,
 )
 from .models import MAX_MODELS, ModelCache
+from .neighbors import NEIGHBORS_K, NEIGHBORS_MAX, NeighborIndexes
 from .whatif import TOP_K
 
 WHATIF_HELP = (
@@ -261,8 +263,45 @@ def _bind_whatif(cache: ModelCache, column: _Column) -> None:
     )
 
 
+def _start_neighbors(
+    cache: ModelCache, models: Sequence[str], path: str | None, limit: int
+) -> NeighborIndexes | None:
+    """The neighbour indexes of `path` (None without one), built now for the models that load, so the first
+    translation does not wait; a model that does not load says so in its column instead."""
+    if path is None:
+        return None
+    indexes = NeighborIndexes(cache, path, limit)
+    for name in models:
+        try:
+            cache.get(name)
+        except Exception:  # the column shows why
+            continue
+        indexes.get(name)  # a bad training file raises here, before the page is served
+    return indexes
+
+
+def _neighbors_section(
+    gr: Any, indexes: NeighborIndexes, position: int, column: _Column, controls: _Controls
+) -> None:
+    """The "Nearest training sentences" box of column `position`, filled on each translation."""
+    label = f"Nearest training sentences (the {NEIGHBORS_K} pairs of {indexes.path} closest in encoder state)"
+    with gr.Accordion(label, open=True):
+        box = gr.HTML("", elem_id=f"s2sa-neighbors-{position}", js_on_load=None)
+
+    def on_translate(name: str, text: str) -> str:
+        return neighbors_view(indexes, name, text)
+
+    on_translate.__name__ = "neighbors_view"  # the API endpoint's name
+    for trigger in (controls.button.click, controls.source.submit):
+        trigger(on_translate, [column.name, controls.source], [box])
+
+
 def build_app(
-    models: Sequence[str], allow_model_change: bool = True, title: str = "Seq2SeqAttn attention explorer"
+    models: Sequence[str],
+    allow_model_change: bool = True,
+    title: str = "Seq2SeqAttn attention explorer",
+    neighbors: str | None = None,
+    neighbors_max: int = NEIGHBORS_MAX,
 ) -> Any:
     """The explorer page: one column per model (at most two), all fed the same input.
 
@@ -274,6 +313,10 @@ def build_app(
         allow_model_change (`bool`, defaults to `True`): show a box to load another folder or Hub id in
             each column (off in a public Space: it would read any path on the server).
         title: the page title.
+        neighbors (`str`, *optional*): a training file (JSON Lines / CSV / TSV with source and target
+            columns): each column then lists the training pairs nearest to the typed sentence. Their
+            index is built (or loaded from its cache) for every model here before the page is returned.
+        neighbors_max (`int`, defaults to 30,000): the training pairs read from `neighbors`.
 
     Returns:
         `gradio.Blocks`, not launched (see [`launch_app`]).
@@ -282,6 +325,7 @@ def build_app(
     if not 1 <= len(models) <= MAX_MODELS:
         raise ValueError(f"The explorer shows 1 or {MAX_MODELS} models side by side, got {len(models)}.")
     cache = ModelCache(capacity=2 * MAX_MODELS)
+    indexes = _start_neighbors(cache, models, neighbors, neighbors_max)
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         controls = _controls(gr)
@@ -290,6 +334,8 @@ def build_app(
             for position, name in enumerate(models):
                 with gr.Column(elem_id=f"s2sa-model-{position}"):
                     columns.append(_model_column(gr, cache, position, name))
+                    if indexes is not None:
+                        _neighbors_section(gr, indexes, position, columns[-1], controls)
                     if allow_model_change:
                         _model_loader(gr, cache, position, columns[-1])
         for column in columns:

@@ -7,11 +7,13 @@ transformers or gradio; `main` imports the explorer's modules once the options a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EPILOG = """examples:
   seq2seq-attn explore --model outputs/demo
   seq2seq-attn explore --model outputs/additive --model outputs/dot --port 7861
+  seq2seq-attn explore --model outputs/demo --neighbors data/train.jsonl   # nearest training pairs
   seq2seq-attn explore --model outputs/demo --write_space my_space     # app.py + requirements.txt
   seq2seq-attn explore --model you/demo-model --push_space you/demo-explorer
 """
@@ -29,6 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--port", type=int, default=7860, help="local port (default 7860)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--neighbors",
+        metavar="FILE",
+        help="a training file (JSON Lines/CSV/TSV, source and target columns): list the training pairs "
+        "whose encoder states are closest to the typed sentence (encoded once, cached beside the model)",
+    )
+    parser.add_argument(
+        "--neighbors_max",
+        type=int,
+        default=30_000,
+        metavar="N",
+        help="with --neighbors: encode the first N pairs (default 30000)",
+    )
     parser.add_argument("--write_space", metavar="DIR", help="write a Hugging Face Space folder and exit")
     parser.add_argument("--push_space", metavar="REPO_ID", help="upload the Space to REPO_ID and exit")
     parser.add_argument("--private", action="store_true", help="with --push_space: create a private Space")
@@ -50,6 +65,10 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
         return f"give --model at most {MAX_MODELS} times (got {len(args.model)})."
     if not 1 <= args.port <= 65535:
         return f"--port must be between 1 and 65535, got {args.port}."
+    if args.neighbors_max < 1:
+        return f"--neighbors_max must be at least 1, got {args.neighbors_max}."
+    if args.neighbors is not None and not os.path.isfile(args.neighbors):
+        return f"--neighbors: no such file: {args.neighbors}"
     for name in args.model:
         try:
             check_model_type(name)  # before anything of it loads: no code from the folder or repo runs
@@ -86,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.write_space or args.push_space:
             _publish_space(args)
             return 0
-        demo = build_app(args.model)
+        demo = build_app(args.model, neighbors=args.neighbors, neighbors_max=args.neighbors_max)
     except ImportError as err:
         return _fail(str(err))
     except (OSError, ValueError) as err:

@@ -18,6 +18,7 @@ from .beamtree import beam_tree_html
 from .decode import Exploration, Hypothesis, explore, head_matrix, hypothesis_alignment
 from .formula import formula_markdown
 from .models import ModelCache, friendly_error
+from .neighbors import NEIGHBORS_K, NeighborIndexes, nearest, neighbors_html
 from .render import alignment_html, heatmap_html, redecoding_html
 from .whatif import Alternative, redecode, top_alternatives
 
@@ -298,6 +299,29 @@ def whatif_redecode(
     matrix = head_matrix(redecoding.attention, head)
     heatmap = heatmap_html(matrix, exploration.source_tokens, redecoding.tokens, caption, coverage=True)
     return redecoding_html(redecoding, int(position)), heatmap
+
+
+# ----- Nearest training sentences ([`hf_seq2seq_attn.explorer.neighbors`]) ---------------------------
+
+
+def neighbors_view(indexes: NeighborIndexes, name: str, text: str, k: int = NEIGHBORS_K) -> str:
+    """The Translate button, for the "Nearest training sentences" box of the column showing model `name`:
+    the `k` training pairs whose mean encoder state is closest to the typed sentence's ([`nearest`]).
+
+    Returns:
+        The list's HTML ([`neighbors_html`]), or a message.
+    """
+    if not isinstance(text, str) or not text.strip():
+        return (
+            '<p class="s2sa-neighbors-message">Type a sentence to see the training pairs nearest to it.</p>'
+        )
+    try:
+        model, tokenizer = indexes.models.get(name)
+        found = nearest(model, tokenizer, indexes.get(name), text, k)
+    except Exception as err:
+        logger.exception("nearest neighbours failed")
+        return f'<p class="s2sa-neighbors-message">No neighbours: {html.escape(friendly_error(err))}</p>'
+    return neighbors_html(found)
 
 
 def _keep_column(status: str) -> tuple[Any, ...]:
