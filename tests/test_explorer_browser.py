@@ -388,7 +388,8 @@ def check_bad_models(driver, tmp_path) -> None:
         (str(tmp_path / "missing"), "No model folder"),
         (str(other), "not a 'seq2seq_attn'"),
     ):
-        box = css(driver, "#s2sa-path-0 textarea, #s2sa-path-0 input")[0]
+        # The path box appears once the server answers the click: wait for it (a busy machine is slow).
+        box = wait_for(driver, lambda d: css(d, "#s2sa-path-0 textarea, #s2sa-path-0 input"), "no path box")[0]
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(Keys.BACKSPACE)
         box.send_keys(path)
