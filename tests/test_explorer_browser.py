@@ -376,6 +376,9 @@ def check_bad_input(driver) -> None:
     assert len(heatmap(driver, 0)["cols"]) == 24
 
 
+PATH_BOX = "#s2sa-path-0 textarea, #s2sa-path-0 input"
+
+
 def check_bad_models(driver, tmp_path) -> None:
     """Bad models loaded from the page (a missing folder, another architecture) say why in the column."""
     from selenium.webdriver.common.keys import Keys
@@ -389,7 +392,7 @@ def check_bad_models(driver, tmp_path) -> None:
         (str(other), "not a 'seq2seq_attn'"),
     ):
         # The path box appears once the server answers the click: wait for it (a busy machine is slow).
-        box = wait_for(driver, lambda d: css(d, "#s2sa-path-0 textarea, #s2sa-path-0 input"), "no path box")[0]
+        box = wait_for(driver, lambda d: css(d, PATH_BOX), "no path box")[0]
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(Keys.BACKSPACE)
         box.send_keys(path)
