@@ -7,13 +7,11 @@ registers in a process where nothing else ran first.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from fresh_process import run_script, script_result
 from tiny_inference_model import save_tiny_model
 
 RESULT = "RESULT "
@@ -23,20 +21,7 @@ HEAVY = ("torch", "transformers", "gradio")  # gradio: explore --help must not l
 def run_fresh(script: str, *args: str, cwd: Path) -> dict:
     """Run `script` in a new interpreter (offline, own remote-code cache) and return what it printed
     after `RESULT `."""
-    env = {key: value for key, value in os.environ.items() if key != "HF_MODULES_CACHE"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(cwd / "modules"), TOKENIZERS_PARALLELISM="false")
-    completed = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith(RESULT))
-    return json.loads(line[len(RESULT) :])
+    return script_result(run_script(textwrap.dedent(script), list(args), cwd))
 
 
 COMMAND_LINE = """
