@@ -14,7 +14,6 @@ import pytest
 from fresh_process import run_script, script_result
 from tiny_inference_model import save_tiny_model
 
-RESULT = "RESULT "
 HEAVY = ("torch", "transformers", "gradio")  # gradio: explore --help must not load the app either
 
 
