@@ -431,7 +431,8 @@ AVERAGE_EPILOG = """examples:
   seq2seq-attn average --last 3 --run_dir outputs/bible --output outputs/bible-avg
 
 The output is a normal model folder (safetensors weights, config, code, tokenizer, generation config,
-model card), loadable with AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).
+model card): AutoModelForSeq2SeqLM.from_pretrained(folder) loads it where hf_seq2seq_attn is imported;
+elsewhere its own code files load it (trust_remote_code=True).
 Keep enough checkpoints while training: --save_strategy steps --save_total_limit N.
 """
 

@@ -2,8 +2,10 @@
 
 `tests/data/saved_by_9c82b3b/` holds two tiny models (a Bahdanau GRU decoder; a two-layer Luong LSTM
 decoder with two attention heads) saved by commit 9c82b3b, the last one before the package had
-subpackages, with the greedy and beam-3 ids and the logits' sums it computed. The folders carry that
-commit's remote code too, whose pipeline imports `hf_seq2seq_attn.tools.alignment` by its old name.
+subpackages, with the greedy and beam-3 ids and the logits' sums it computed. The Bahdanau folder also
+carries that commit's remote code (its pipeline imports `hf_seq2seq_attn.alignment`, the old name), for the
+tests that load through transformers; the other folder is loaded with this package's classes only, so it
+keeps just the weights, config and tokenizer (its code files would be the same three files again).
 """
 
 import json
