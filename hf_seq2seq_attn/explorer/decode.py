@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
-from ..core.alignment_seq2seq_attn import alignment_from_attention, eos_ids
+from ..core.alignment_seq2seq_attn import Alignment, alignment_from_attention, eos_ids
 from ..tools.inference import default_max_new_tokens
 from .beamtree import BeamTree, SearchRecorder, beam_tree
 
@@ -256,8 +256,8 @@ def head_matrix(attention: np.ndarray, head: int | None = None) -> np.ndarray:
 
 def hypothesis_alignment(
     tokenizer: Any, exploration: Exploration, index: int = 0, head: int | None = None
-) -> Any | None:
-    """The word alignment of hypothesis `index` from its own attention (None without the alignment module)."""
+) -> Alignment:
+    """The word alignment of hypothesis `index` from its own attention."""
     hypothesis = exploration.hypotheses[index]
     weights = np.ascontiguousarray(hypothesis.attention.transpose(1, 0, 2))  # (T, N, S)
     return alignment_from_attention(
