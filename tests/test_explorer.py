@@ -1042,14 +1042,123 @@ def test_neighbors_handler_and_html(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = save_sharp_model(tmp_path / "model")
     path = write_pairs(tmp_path / "train.jsonl", NEIGHBOR_PAIRS + [("<b>x</b>", "y & z")])
-    indexes = NeighborIndexes(ModelCache(), path, limit=100)
-    page = neighbors_view(indexes, folder, "el perro come")
+    cache = ModelCache()
+    indexes = NeighborIndexes(cache, path, limit=100)
+    model, tokenizer = cache.get(folder)
+    exploration = explore(model, tokenizer, "el perro come", num_beams=3, max_new_tokens=6)
+    page = neighbors_view(indexes, folder, exploration, 0)
     assert page.count('<li class="s2sa-neighbor"') == 5
     first = page.split('<li class="s2sa-neighbor"')[1]
     assert "el perro come" in first and "the dog eats" in first
-    assert "&lt;b&gt;x&lt;/b&gt;" in neighbors_view(indexes, folder, "<b>x</b>")
-    assert "Type a sentence" in neighbors_view(indexes, folder, "  ")
-    assert "No neighbours" in neighbors_view(indexes, str(tmp_path / "missing"), "hola")
+    for index, hypothesis in enumerate(exploration.hypotheses):  # one list per output token of the pick
+        page = neighbors_view(indexes, folder, exploration, index)
+        assert page.count('<details class="s2sa-token"') == len(hypothesis.tokens)
+        assert page.count('<li class="s2sa-token-neighbor"') == 3 * len(hypothesis.tokens)
+        assert page.count("<mark>") == 3 * len(hypothesis.tokens)
+    tagged = explore(model, tokenizer, "<b>x</b>", max_new_tokens=4)
+    assert "&lt;b&gt;x&lt;/b&gt;" in neighbors_view(indexes, folder, tagged)
+    assert "Translate a sentence" in neighbors_view(indexes, folder, None)
+    assert "No neighbours" in neighbors_view(indexes, str(tmp_path / "missing"), exploration)
+
+
+@torch.no_grad()
+def reference_token_states(model, tokenizer, pairs):
+    """Independent recomputation, one pair at a time with no padding: the unit read-out state of each target
+    token (the vocabulary projection's input), keyed by (pair, position)."""
+    states = {}
+    for row, (source, target) in enumerate(pairs):
+        target_ids = tokenizer(text_target=target)["input_ids"]
+        out = model.model(
+            input_ids=torch.tensor([tokenizer(source)["input_ids"]]),
+            decoder_input_ids=torch.tensor([[model.config.decoder_start_token_id, *target_ids[:-1]]]),
+            use_cache=False,
+        )
+        for position, state in enumerate(out.last_hidden_state[0]):
+            states[row, position] = torch.nn.functional.normalize(state, dim=0)
+    return states
+
+
+def test_token_states_are_the_decoder_read_out_of_each_target_token(tmp_path, monkeypatch):
+    """The index holds one unit vector per target token of every pair, equal to the read-out state that
+    predicts it (recomputed pair by pair); a training pair's own tokens are their own nearest neighbours."""
+    from hf_seq2seq_attn.explorer import load_or_build_index, nearest_tokens
+    from hf_seq2seq_attn.explorer.neighbors import source_ids, target_ids
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = save_sharp_model(tmp_path / "model")
+    model, tokenizer = explorer.load_model(folder)
+    path = write_pairs(tmp_path / "train.jsonl", NEIGHBOR_PAIRS)
+    index = load_or_build_index(folder, model, tokenizer, path, limit=100)
+    expected = reference_token_states(model, tokenizer, NEIGHBOR_PAIRS)
+    tokens = index.tokens
+    assert tokens is not None and tokens.projection is None and tokens.kept == 1.0  # E = 8: kept whole
+    keys = list(zip(tokens.rows.tolist(), tokens.positions.tolist(), strict=True))
+    assert keys == sorted(expected)  # every target token once, pair by pair
+    # float16 storage: unit vectors rounded to ~5e-4 relative
+    torch.testing.assert_close(
+        tokens.vectors.float(), torch.stack([expected[key] for key in keys]), atol=2e-3, rtol=0
+    )
+    for row, (source, target) in enumerate(NEIGHBOR_PAIRS):
+        ids, output = source_ids(tokenizer, [source])[0], target_ids(tokenizer, [target])[0]
+        found = nearest_tokens(model, index, ids, output, k=2)
+        assert len(found) == len(output)
+        for position, neighbors in enumerate(found):
+            assert (neighbors[0].row, neighbors[0].position, neighbors[0].target) == (row, position, target)
+            assert neighbors[0].similarity == pytest.approx(1.0, abs=2e-3)
+            assert neighbors[0].similarity >= neighbors[1].similarity
+
+
+def test_wide_decoder_states_are_projected_onto_their_principal_directions(tmp_path, monkeypatch):
+    """With states wider than TOKEN_DIMS the index stores their projection on the top eigenvectors of the
+    states' second moment (orthonormal, fitted in float64), self-matches still come first, and the cache
+    round trip keeps the projection."""
+    from hf_seq2seq_attn.explorer import load_or_build_index, nearest_tokens
+    from hf_seq2seq_attn.explorer import neighbors as module
+    from hf_seq2seq_attn.explorer.neighbors import source_ids, target_ids
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(module, "TOKEN_DIMS", 4)  # E = 8
+    folder = save_sharp_model(tmp_path / "model")
+    model, tokenizer = explorer.load_model(folder)
+    path = write_pairs(tmp_path / "train.jsonl", NEIGHBOR_PAIRS)
+    index = load_or_build_index(folder, model, tokenizer, path, limit=100)
+    tokens = index.tokens
+    assert tokens is not None and tokens.projection is not None and tokens.vectors.shape[1] == 4
+    projection = tokens.projection.double()
+    torch.testing.assert_close(
+        projection.T @ projection, torch.eye(4, dtype=torch.float64), atol=1e-6, rtol=0
+    )
+    unit = torch.stack(list(reference_token_states(model, tokenizer, NEIGHBOR_PAIRS).values())).double()
+    values = torch.linalg.eigvalsh(unit.T @ unit)  # ascending
+    assert tokens.kept == pytest.approx(float(values[-4:].sum() / values.sum()), abs=1e-6)
+    energy = (unit @ projection).pow(2).sum() / unit.pow(2).sum()  # the top-4 subspace holds the most energy
+    assert float(energy) == pytest.approx(tokens.kept, abs=1e-5)
+    source, target = NEIGHBOR_PAIRS[0]
+    output = target_ids(tokenizer, [target])[0]
+    found = nearest_tokens(model, index, source_ids(tokenizer, [source])[0], output, k=1)
+    assert [(n[0].row, n[0].position) for n in found] == [(0, p) for p in range(len(output))]
+    again = load_or_build_index(folder, model, tokenizer, path, limit=100)
+    assert again.tokens is not None and again.tokens.kept == tokens.kept
+    torch.testing.assert_close(again.tokens.projection, tokens.projection, atol=0, rtol=0)
+    torch.testing.assert_close(again.tokens.vectors, tokens.vectors, atol=0, rtol=0)
+
+
+def test_chunked_token_search_is_the_full_top_k(monkeypatch):
+    from hf_seq2seq_attn.explorer import neighbors as module
+
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.nn.functional.normalize(
+        torch.randn(1000, 6, generator=generator, dtype=torch.float64), dim=1
+    )
+    queries = torch.nn.functional.normalize(
+        torch.randn(7, 6, generator=generator, dtype=torch.float64), dim=1
+    )
+    expected = (queries @ vectors.T).topk(5, dim=1)
+    monkeypatch.setattr(module, "SEARCH_CHUNK", 64)  # 16 chunks, the last one short
+    values, rows = module.top_tokens(vectors, queries.float(), 5)
+    assert torch.equal(rows, expected.indices)
+    torch.testing.assert_close(values.double(), expected.values, atol=1e-6, rtol=0)
+    assert module.top_tokens(vectors[:3], queries.float(), 5)[1].shape == (7, 3)  # fewer rows than k
 
 
 def test_cli_wires_neighbors(tmp_path, monkeypatch, capsys):

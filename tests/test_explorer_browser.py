@@ -457,8 +457,30 @@ def first_neighbor(driver) -> str | None:
     return found[0].text if found else None
 
 
+def expected_token_neighbors(model_folder: str, train: str, source: str) -> list[tuple[str, int]]:
+    """What the decoder-state lists should show for `source`: greedy `generate()`'s output tokens, each
+    with its nearest training token (`source` of the pair, position), from the cached index."""
+    import torch
+
+    from hf_seq2seq_attn.explorer import load_model, load_or_build_index, nearest_tokens
+    from hf_seq2seq_attn.explorer.neighbors import source_ids
+
+    model, tokenizer = load_model(model_folder)
+    index = load_or_build_index(model_folder, model, tokenizer, train)
+    ids = source_ids(tokenizer, [source])[0]
+    with torch.no_grad():
+        output = model.generate(
+            torch.tensor([ids]), num_beams=1, do_sample=False, max_new_tokens=2 * len(ids) + 10
+        )
+        output = output[0, 1:].tolist()  # the page's default length: explore()'s 2 S + 10
+    pad = model.config.pad_token_id
+    output = [token for token in output if token != pad]
+    return [(n[0].source, n[0].position) for n in nearest_tokens(model, index, ids, output, k=1)]
+
+
 def test_nearest_training_sentences_in_a_real_browser(tmp_path, monkeypatch):
-    """With a training file given to the app builder, a sentence copied from it is the first neighbour."""
+    """With a training file given to the app builder, a sentence copied from it is the first neighbour, and
+    each output token opens the training tokens nearest in decoder state."""
     pytest.importorskip("gradio")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     model = save_tiny_model(tmp_path / "model")
@@ -480,6 +502,17 @@ def test_nearest_training_sentences_in_a_real_browser(tmp_path, monkeypatch):
             first = css(driver, "#s2sa-neighbors-0 li.s2sa-neighbor")[0]
             assert target in first.text and first.text.startswith("1.000")
             assert len(css(driver, "#s2sa-neighbors-0 li.s2sa-neighbor")) == 5
+            expected = expected_token_neighbors(model, str(train), source)
+            tokens = css(driver, "#s2sa-neighbors-0 details.s2sa-token")
+            assert len(tokens) == len(expected) == len(heatmap(driver, 0)["rows"])  # one per output token
+            last = tokens[-1]
+            assert not last.find_elements("css selector", "li.s2sa-token-neighbor")[0].is_displayed()
+            last.find_element("css selector", "summary").click()  # opens its list
+            items = last.find_elements("css selector", "li.s2sa-token-neighbor")
+            wait_for(driver, lambda d, i=items: i[0].is_displayed(), "the token's list did not open")
+            assert len(items) == 3
+            shown = items[0].find_element("css selector", ".s2sa-neighbor-source").text
+            assert (shown, int(items[0].get_attribute("data-position"))) == expected[-1]
         driver.save_screenshot(str(tmp_path / "neighbors.png"))
         assert not any(driver.find_elements("css selector", ".toast-body.error"))
     finally:

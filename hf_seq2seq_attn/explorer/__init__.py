@@ -22,10 +22,11 @@ The page is built from pure functions that are tested without a browser. Modules
                  file), decoder style and sizes read from the config; [`formula_table_html`]
     whatif.py    "What if": the top-k tokens at an output step ([`top_alternatives`]), and the translation
                  re-decoded with another token forced there ([`redecode`], `decoder_input_ids` of `generate()`)
-    neighbors.py nearest training sentences: [`load_or_build_index`] (a training file's sources encoded once,
-                 mean-pooled encoder states, cached as safetensors beside the model) -> [`NeighborIndex`];
-                 [`nearest`] (exact cosine, one matmul) -> [`Neighbor`]s; [`neighbors_html`];
-                 [`NeighborIndexes`] (one per model of the page)
+    neighbors.py nearest training sentences: [`load_or_build_index`] (a training file's pairs run once with
+                 teacher forcing: mean-pooled encoder states and each target token's decoder state, cached as
+                 safetensors beside the model) -> [`NeighborIndex`]; [`nearest`] (exact cosine, one matmul)
+                 -> [`Neighbor`]s, [`nearest_tokens`] -> [`TokenNeighbor`]s per output token;
+                 [`neighbors_html`], [`token_neighbors_html`]; [`NeighborIndexes`] (one per model of the page)
     models.py    [`load_model`] (checked before anything loads) and the shared [`ModelCache`]
     handlers.py  the page's event handlers, plain functions of the model cache and the components' values:
                  [`translate`], [`rerender`], [`change_model`], [`whatif_reset`], [`whatif_alternatives`],
@@ -82,11 +83,17 @@ _SUBMODULE_NAMES = {
         "Neighbor",
         "NeighborIndex",
         "NeighborIndexes",
+        "TokenIndex",
+        "TokenNeighbor",
         "build_index",
+        "encode_pairs",
         "load_or_build_index",
         "nearest",
+        "nearest_to_source",
+        "nearest_tokens",
         "neighbors_html",
         "sentence_vectors",
+        "token_neighbors_html",
     ),
     "models": ("MAX_MODELS", "ModelCache", "load_model"),
     "handlers": (
@@ -135,6 +142,8 @@ __all__ = [
     "Hypothesis",
     "Neighbor",
     "NeighborIndex",
+    "TokenIndex",
+    "TokenNeighbor",
     "alignment_html",
     "alternative_choices",
     "beam_tree",
@@ -142,6 +151,7 @@ __all__ = [
     "beam_tree_pick",
     "beam_tree_view",
     "build_app",
+    "encode_pairs",
     "encode_source",
     "explore",
     "formula_markdown",
@@ -151,10 +161,12 @@ __all__ = [
     "hypothesis_alignment",
     "launch_app",
     "load_model",
-    "main",
     "load_or_build_index",
+    "main",
     "nbest_choices",
     "nearest",
+    "nearest_to_source",
+    "nearest_tokens",
     "neighbors_html",
     "neighbors_view",
     "position_choices",
@@ -162,6 +174,7 @@ __all__ = [
     "redecoding_html",
     "source_coverage",
     "step_attention",
+    "token_neighbors_html",
     "whatif_alternatives",
     "whatif_redecode",
     "whatif_reset",

@@ -101,6 +101,7 @@ class _Column:
     exploration: Any
     whatif: _WhatIf
     beam_tree: _BeamTreeBox
+    neighbors: Any = None  # the "Nearest training sentences" box, with `--neighbors`
 
     def translation_outputs(self) -> list[Any]:
         """What [`translate`] returns, in its order."""
@@ -205,8 +206,8 @@ def _whatif_section(gr: Any, position: int) -> _WhatIf:
     return _WhatIf(where, token, button, result, heatmap)
 
 
-def _model_loader(gr: Any, cache: ModelCache, position: int, column: _Column) -> None:
-    """The "Load another model" box under a column, and its Load button."""
+def _model_loader(gr: Any, cache: ModelCache, position: int, column: _Column) -> Any:
+    """The "Load another model" box under a column, and its Load button; returns its click event."""
     with gr.Accordion("Load another model", open=False):
         path = gr.Textbox(label="Model folder or Hub id", elem_id=f"s2sa-path-{position}")
         load = gr.Button("Load", elem_id=f"s2sa-load-{position}")
@@ -218,16 +219,19 @@ def _model_loader(gr: Any, cache: ModelCache, position: int, column: _Column) ->
         [column.exploration, column.nbest, column.head],
         [box.accordion, box.tree, box.heatmap],
     )
+    return loaded
 
 
-def _bind_column(cache: ModelCache, column: _Column, controls: _Controls) -> None:
+def _bind_column(cache: ModelCache, column: _Column, controls: _Controls) -> list[Any]:
     """Translate on the button or Enter; draw again on a pick in the n-best list or the head selector.
 
-    A new translation or n-best pick then offers the shown hypothesis' positions to the what-if box."""
+    A new translation or n-best pick then offers the shown hypothesis' positions to the what-if box.
+    Returns those events (a translation, an n-best pick), after which other boxes may follow."""
     on_translate = _with_cache(translate, cache)
     reset = ([column.exploration, column.nbest], column.whatif.reset_outputs())
     box = column.beam_tree
     tree_outputs = [box.accordion, box.tree, box.heatmap]
+    shown = []
     for trigger in (controls.button.click, controls.source.submit):
         translated = trigger(
             on_translate,
@@ -236,6 +240,7 @@ def _bind_column(cache: ModelCache, column: _Column, controls: _Controls) -> Non
         )
         translated.then(whatif_reset, *reset)
         translated.then(beam_tree_view, [column.exploration, column.nbest, column.head], tree_outputs)
+        shown.append(translated)
     on_pick = _with_cache(rerender, cache)
     for selector in (column.nbest, column.head):
         picked = selector.input(
@@ -245,7 +250,9 @@ def _bind_column(cache: ModelCache, column: _Column, controls: _Controls) -> Non
         )
         if selector is column.nbest:  # a head pick keeps the what-if box as it is
             picked.then(whatif_reset, *reset)
+            shown.append(picked)
     _bind_whatif(cache, column)
+    return shown
 
 
 def _bind_whatif(cache: ModelCache, column: _Column) -> None:
@@ -280,20 +287,26 @@ def _start_neighbors(
     return indexes
 
 
-def _neighbors_section(
-    gr: Any, indexes: NeighborIndexes, position: int, column: _Column, controls: _Controls
-) -> None:
-    """The "Nearest training sentences" box of column `position`, filled on each translation."""
-    label = f"Nearest training sentences (the {NEIGHBORS_K} pairs of {indexes.path} closest in encoder state)"
+def _neighbors_section(gr: Any, indexes: NeighborIndexes, position: int) -> Any:
+    """The "Nearest training sentences" box of column `position` ([`_bind_neighbors`] fills it)."""
+    label = (
+        f"Nearest training sentences (the {NEIGHBORS_K} pairs of {indexes.path} closest in encoder state; "
+        "per output token, the training tokens closest in decoder state)"
+    )
     with gr.Accordion(label, open=True):
-        box = gr.HTML("", elem_id=f"s2sa-neighbors-{position}", js_on_load=None)
+        return gr.HTML("", elem_id=f"s2sa-neighbors-{position}", js_on_load=None)
 
-    def on_translate(name: str, text: str) -> str:
-        return neighbors_view(indexes, name, text)
 
-    on_translate.__name__ = "neighbors_view"  # the API endpoint's name
-    for trigger in (controls.button.click, controls.source.submit):
-        trigger(on_translate, [column.name, controls.source], [box])
+def _bind_neighbors(indexes: NeighborIndexes, column: _Column, shown: Sequence[Any]) -> None:
+    """After each event of `shown` (a translation, an n-best pick, a model change), list the neighbours
+    of the shown hypothesis."""
+
+    def on_shown(name: str, exploration: Any, index: int | None) -> str:
+        return neighbors_view(indexes, name, exploration, index)
+
+    on_shown.__name__ = "neighbors_view"  # the API endpoint's name
+    for event in shown:
+        event.then(on_shown, [column.name, column.exploration, column.nbest], [column.neighbors])
 
 
 def build_app(
@@ -329,18 +342,20 @@ def build_app(
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         controls = _controls(gr)
-        columns = []
+        columns, loads = [], []
         with gr.Row(equal_height=False):
             for position, name in enumerate(models):
                 with gr.Column(elem_id=f"s2sa-model-{position}"):
-                    columns.append(_model_column(gr, cache, position, name))
+                    column = _model_column(gr, cache, position, name)
                     if indexes is not None:
-                        _neighbors_section(gr, indexes, position, columns[-1], controls)
-                    if allow_model_change:
-                        _model_loader(gr, cache, position, columns[-1])
-        for column in columns:
-            _bind_column(cache, column, controls)
+                        column.neighbors = _neighbors_section(gr, indexes, position)
+                    columns.append(column)
+                    loads.append(_model_loader(gr, cache, position, column) if allow_model_change else None)
+        for column, loaded in zip(columns, loads, strict=True):
+            shown = _bind_column(cache, column, controls)
             _bind_beam_tree(gr, column)
+            if indexes is not None:
+                _bind_neighbors(indexes, column, shown + ([loaded] if loaded is not None else []))
         gr.HTML(formula_table_html(), elem_id="s2sa-formula-table")
     return demo
 

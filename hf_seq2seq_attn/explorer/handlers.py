@@ -18,7 +18,14 @@ from .beamtree import beam_tree_html
 from .decode import Exploration, Hypothesis, explore, head_matrix, hypothesis_alignment
 from .formula import formula_markdown
 from .models import ModelCache, friendly_error
-from .neighbors import NEIGHBORS_K, NeighborIndexes, nearest, neighbors_html
+from .neighbors import (
+    NEIGHBORS_K,
+    NeighborIndexes,
+    nearest_to_source,
+    nearest_tokens,
+    neighbors_html,
+    token_neighbors_html,
+)
 from .render import alignment_html, heatmap_html, redecoding_html
 from .whatif import Alternative, redecode, top_alternatives
 
@@ -304,24 +311,39 @@ def whatif_redecode(
 # ----- Nearest training sentences ([`hf_seq2seq_attn.explorer.neighbors`]) ---------------------------
 
 
-def neighbors_view(indexes: NeighborIndexes, name: str, text: str, k: int = NEIGHBORS_K) -> str:
-    """The Translate button, for the "Nearest training sentences" box of the column showing model `name`:
-    the `k` training pairs whose mean encoder state is closest to the typed sentence's ([`nearest`]).
+def neighbors_view(
+    indexes: NeighborIndexes,
+    name: str,
+    exploration: Exploration | None,
+    index: int | None = None,
+    k: int = NEIGHBORS_K,
+) -> str:
+    """After a translation (or an n-best pick), the "Nearest training sentences" box of the column showing
+    model `name`: the `k` training pairs whose mean encoder state is closest to the source's
+    ([`nearest_to_source`]), then for each output token of hypothesis `index` the training tokens nearest
+    in decoder state ([`nearest_tokens`]), one click-to-open list each.
 
     Returns:
-        The list's HTML ([`neighbors_html`]), or a message.
+        The lists' HTML ([`neighbors_html`], [`token_neighbors_html`]), or a message.
     """
-    if not isinstance(text, str) or not text.strip():
-        return (
-            '<p class="s2sa-neighbors-message">Type a sentence to see the training pairs nearest to it.</p>'
-        )
+    if exploration is None or not exploration.hypotheses:
+        return '<p class="s2sa-neighbors-message">Translate a sentence to see the training pairs nearest to it.</p>'
+    hypothesis = exploration.hypotheses[
+        index if index is not None and 0 <= index < len(exploration.hypotheses) else 0
+    ]
     try:
         model, tokenizer = indexes.models.get(name)
-        found = nearest(model, tokenizer, indexes.get(name), text, k)
+        found = indexes.get(name)
+        sentences = nearest_to_source(model, found, exploration.source_ids, k)
+        tokens = nearest_tokens(model, found, exploration.source_ids, hypothesis.token_ids)
+        per_token = token_neighbors_html(tokenizer, hypothesis.tokens, tokens)
     except Exception as err:
         logger.exception("nearest neighbours failed")
         return f'<p class="s2sa-neighbors-message">No neighbours: {html.escape(friendly_error(err))}</p>'
-    return neighbors_html(found)
+    heading = (
+        "<p>Per output token: the training tokens the decoder was nearest to when it wrote it (click one)</p>"
+    )
+    return neighbors_html(sentences) + heading + per_token
 
 
 def _keep_column(status: str) -> tuple[Any, ...]:
