@@ -10,132 +10,36 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import tempfile
 import time
 
+import browser_helpers
 import pytest
+from browser_helpers import (
+    click_label,
+    css,
+    free_port,
+    heatmap,
+    heatmap_at,
+    pick_dropdown,
+    set_source,
+    start_app,
+    text_of,
+    wait_for,
+)
 from tiny_inference_model import save_tiny_model
 
 pytestmark = pytest.mark.slow
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before anything imports gradio: no phoning home
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,1000",
-)
 SPANISH = "el gato negro come"
-WAIT = 90  # seconds; generous because CI machines may be shared
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_driver():
-    """Headless Chromium with a fresh profile and the network log on (to prove the page loads offline)."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("needs apt-get install chromium chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}")
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-def start_app(models: list[str], port: int, **options):
-    """Build the page (`options` go to `build_app`) and serve it from a thread of this process on 127.0.0.1:port."""
-    from hf_seq2seq_attn.explorer import build_app, launch_app
-
-    demo = build_app(models, **options)
-    launch_app(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    return demo
-
-
-# ----- small Selenium helpers ---------------------------------------------------------------
-def wait_for(driver, condition, message: str, timeout: float = WAIT):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d), message)
-
-
-def css(driver, selector: str):
-    from selenium.webdriver.common.by import By
-
-    return driver.find_elements(By.CSS_SELECTOR, selector)
-
-
-def text_of(driver, selector: str) -> str:
-    elements = css(driver, selector)
-    return elements[0].text if elements else ""
-
-
-def click_label(driver, container: str, text: str) -> None:
-    """Click the radio option (or button) inside `container` whose label is `text`."""
-    from selenium.webdriver.common.by import By
-
-    root = css(driver, container)[0]
-    for element in root.find_elements(By.XPATH, ".//label | .//button"):
-        if element.text.strip().splitlines()[:1] == [text]:  # an accordion's label ends in an arrow line
-            element.click()
-            return
-    raise AssertionError(f"no option {text!r} in {container}: {root.text!r}")
-
-
-def set_source(driver, text: str) -> None:
-    """Type (short) or paste (long: set the value and fire `input`, as a paste does) into the text box."""
-    from selenium.webdriver.common.keys import Keys
-
-    box = css(driver, "#s2sa-source textarea")[0]
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(Keys.BACKSPACE)  # key events, so the page's own value is updated (clear() fires none)
-    if len(text) < 200:
-        box.send_keys(text)
-    else:
-        driver.execute_script(
-            "arguments[0].value = arguments[1];"
-            "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
-            box,
-            text,
-        )
-
-
-def heatmap(driver, column: int) -> dict:
-    """Row labels, column labels, caption and cell count of a column's heat-map."""
-    return heatmap_at(driver, f"#s2sa-heatmap-{column}")
-
-
-def heatmap_at(driver, selector: str) -> dict:
-    """Row labels, column labels, caption and cell count of the heat-map inside `selector`."""
-    return driver.execute_script(
-        """
-        const root = document.querySelector(arguments[0]);
-        const table = root && root.querySelector('table.s2sa-table');
-        if (!table) return null;
-        return {
-          rows: [...table.querySelectorAll('th.s2sa-tgt')].map(e => e.textContent),
-          cols: [...table.querySelectorAll('th.s2sa-src')].map(e => e.textContent),
-          cells: table.querySelectorAll('tbody td').length,
-          caption: table.caption ? table.caption.textContent : '',
-        };""",
-        selector,
-    )
+    """[`browser_helpers.make_driver`], skipping the test where Selenium or Chromium is missing."""
+    try:
+        return browser_helpers.make_driver()
+    except browser_helpers.BrowserMissing as err:
+        pytest.skip(str(err))
 
 
 def translate(driver, previous_caption: str | None = None) -> None:
@@ -301,23 +205,6 @@ def check_coverage(driver, selector: str, expected_matrix) -> None:
     np.testing.assert_allclose(found["values"], shown.sum(axis=0), atol=5e-4 * shown.shape[0] + 1e-6, rtol=0)
     np.testing.assert_allclose(found["values"], expected_matrix.sum(axis=0), atol=1e-5, rtol=0)
     assert found["shown"] == [f"{value:.2f}" for value in found["values"]]
-
-
-def pick_dropdown(driver, container: str, label: str) -> None:
-    """Open the gradio dropdown in `container` (again, until its choices have arrived) and click `label`."""
-
-    def options(d):
-        box = css(d, f"{container} input")[0]
-        if box.get_attribute("aria-expanded") != "true":
-            box.click()
-        return css(d, f"{container} [role=option]")
-
-    found = wait_for(driver, options, f"no options in {container}")
-    for option in found:
-        if option.get_attribute("aria-label") == label:
-            option.click()
-            return
-    raise AssertionError(f"no option {label!r} in {container}: {[o.text for o in found]}")
 
 
 def check_whatif(driver, loaded) -> None:
