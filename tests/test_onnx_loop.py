@@ -1,7 +1,8 @@
 """Greedy decoding in one ONNX `Loop` graph: the same ids as `GenerationMixin` greedy search, no per-token Python.
 
 Each comparison has three sides: the Loop graph, `GenerationMixin.generate()` over the same step graph
-(`greedy_loop = False`), and, for float32, the PyTorch model's `generate()`. Token ids are compared exactly.
+(`greedy_loop = beam_loop = False`), and, for float32, the PyTorch model's `generate()`. Token ids are compared
+exactly. Beam search in a Loop is tested in `test_onnx_beam_loop.py`.
 A spy on `forward` tells which path ran: `GenerationMixin` calls it once per token, the Loop never.
 """
 
@@ -97,17 +98,17 @@ def _forward_calls(onnx_model, monkeypatch):
 
 
 def _loop_and_mixin(onnx_model, monkeypatch, **kwargs):
-    """`generate(**kwargs)` through the Loop (checked that it ran) and through `GenerationMixin`."""
+    """`generate(**kwargs)` through a Loop (checked that it ran) and through `GenerationMixin`."""
     with _forward_calls(onnx_model, monkeypatch) as calls:
         loop = onnx_model.generate(**kwargs)
-    assert not calls, "plain greedy search must run in the Loop graph"
-    onnx_model.greedy_loop = False
+    assert not calls, "plain greedy search and beam search must run in a Loop graph"
+    onnx_model.greedy_loop = onnx_model.beam_loop = False
     try:
         with _forward_calls(onnx_model, monkeypatch) as calls:
             mixin = onnx_model.generate(**kwargs)
         assert calls
     finally:
-        onnx_model.greedy_loop = True
+        onnx_model.greedy_loop = onnx_model.beam_loop = True
     return loop, mixin
 
 
@@ -180,7 +181,7 @@ def test_loop_resolves_lengths_and_special_tokens_as_generate(exported, monkeypa
 @pytest.mark.parametrize(
     "kwargs, reason",
     [
-        (dict(num_beams=3), "num_beams=3"),
+        (dict(num_beams=3, do_sample=True), "do_sample=True"),  # beam sampling: the beam-search Loop refuses
         (dict(min_length=5), "min_length=5"),
         (dict(min_new_tokens=3), "min_new_tokens=3"),
         (dict(no_repeat_ngram_size=2), "no_repeat_ngram_size=2"),
@@ -188,7 +189,15 @@ def test_loop_resolves_lengths_and_special_tokens_as_generate(exported, monkeypa
         (dict(return_dict_in_generate=True, output_scores=True), "output_scores=True"),
         (dict(output_attentions=True, return_dict_in_generate=True), "output_attentions=True"),
     ],
-    ids=["beam", "min_length", "min_new_tokens", "no_repeat_ngram", "sampling", "scores", "attentions"],
+    ids=[
+        "beam-sampling",
+        "min_length",
+        "min_new_tokens",
+        "no_repeat_ngram",
+        "sampling",
+        "scores",
+        "attentions",
+    ],
 )
 def test_other_requests_fall_back_and_log_once(tmp_path, monkeypatch, caplog, kwargs, reason):
     torch.manual_seed(0)
@@ -207,7 +216,7 @@ def test_other_requests_fall_back_and_log_once(tmp_path, monkeypatch, caplog, kw
     if kwargs.get("return_dict_in_generate"):
         got, expected = got.sequences, expected.sequences
     assert torch.equal(got, expected)
-    messages = [record.getMessage() for record in caplog.records if "greedy ONNX Loop" in record.getMessage()]
+    messages = [record.getMessage() for record in caplog.records if "ONNX Loop (" in record.getMessage()]
     assert len(messages) == 1 and reason in messages[0], messages
 
 

@@ -12,9 +12,10 @@ become torch tensors.
 Plain greedy search (one beam, no sampling, no logits processor or extra stopping criterion active: see
 [`onnx_loop.greedy_request`]) skips that per-token Python: [`Seq2SeqAttnOnnxModel.generate`] runs the encoder,
 the initial state, and then one ONNX `Loop` graph that decodes every token inside ONNX Runtime
-([`onnx_loop.build_greedy_graph`], composed from the step graph when the model first decodes greedily). The
-ids are those `GenerationMixin.generate()` gives; any other request goes through `GenerationMixin.generate()`,
-and the model logs once (at INFO) why.
+([`onnx_loop.build_greedy_graph`], composed from the step graph when the model first decodes greedily). So does
+beam search ([`onnx_loop.beam_request`]: any number of beams, length penalty, early stopping, n-best lists,
+min/max lengths, scores; [`onnx_loop.build_beam_graph`]). The ids are those `GenerationMixin.generate()` gives;
+any other request goes through `GenerationMixin.generate()`, and the model logs once (at INFO) why.
 
 Shapes as in `modeling_seq2seq_attn.py`: B batch, S source length, T target length, L decoder
 layers, H decoder hidden, E embedding, K encoder output, N heads, D per-head width, V target vocabulary.
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import GenerationConfig, PreTrainedModel
-from transformers.generation.utils import GenerateEncoderDecoderOutput
+from transformers.generation.utils import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from ..core.configuration_seq2seq_attn import Seq2SeqAttnConfig
@@ -64,7 +65,17 @@ from .onnx_export import (
     STATE_FIELDS,
     require,
 )
-from .onnx_loop import GREEDY_OUTPUT, GreedyRequest, build_greedy_graph, greedy_request
+from .onnx_loop import (
+    BEAM_OUTPUTS,
+    BEAM_SEARCH,
+    GREEDY,
+    GREEDY_OUTPUT,
+    BeamRequest,
+    GreedyRequest,
+    build_beam_graph,
+    build_greedy_graph,
+    loop_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -408,7 +419,8 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
 
     Attributes:
         greedy_loop (`bool`, defaults to `True`): let `generate()` decode plain greedy requests in one ONNX `Loop`
-            graph; `False` sends every request through `GenerationMixin.generate()` (same ids, more Python).
+            graph; `False` sends them through `GenerationMixin.generate()` (same ids, more Python).
+        beam_loop (`bool`, defaults to `True`): the same for beam search.
     """
 
     config_class = Seq2SeqAttnConfig
@@ -436,11 +448,12 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
         self._init_inputs = {node.name for node in sessions["decoder_init"].get_inputs()}
         self._step_outputs = [node.name for node in sessions["decoder_step"].get_outputs()]
         self.greedy_loop = True
-        # the greedy Loop graph is composed from this file on first use ([`_greedy_session`])
+        self.beam_loop = True
+        # the Loop graphs are composed from this file on first use ([`_loop_session`])
         self._step_graph = step_graph
         self._session_options = session_options
-        self._greedy: Any = None
-        self._fallbacks_logged: set[str] = set()
+        self._loop_sessions: dict[str, Any] = {}  # GREEDY / BEAM_SEARCH -> session
+        self._fallbacks_logged: set[tuple[str, str]] = set()  # (GREEDY or BEAM_SEARCH, reason key)
         if generation_config is not None:
             self.generation_config = generation_config
         self.post_init()
@@ -617,18 +630,20 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
             encoder_last_hidden_state=None if encoder_outputs is None else encoder_outputs.last_hidden_state,
         )
 
-    # ----- greedy search in one ONNX Loop -----
-    def _greedy_session(self) -> Any:
-        """The ONNX Runtime session on the greedy Loop graph, composed from the step graph on first use."""
-        if self._greedy is None:
+    # ----- greedy and beam search in one ONNX Loop -----
+    def _loop_session(self, kind: str) -> Any:
+        """The ONNX Runtime session on the `kind` (GREEDY or BEAM_SEARCH) Loop graph, composed from the step
+        graph on first use. Each holds its own copy of the decoder weights."""
+        if kind not in self._loop_sessions:
             onnx = require("onnx")
             ort = require("onnxruntime")
             step = onnx.load(str(self._step_graph))
-            graph = build_greedy_graph(step, self.recurrent_state_names)
-            self._greedy = ort.InferenceSession(
+            build = build_beam_graph if kind == BEAM_SEARCH else build_greedy_graph
+            graph = build(step, self.recurrent_state_names)
+            self._loop_sessions[kind] = ort.InferenceSession(
                 graph.SerializeToString(), self._session_options, providers=["CPUExecutionProvider"]
             )
-        return self._greedy
+        return self._loop_sessions[kind]
 
     def _greedy_generate(self, request: GreedyRequest) -> torch.Tensor | GenerateEncoderDecoderOutput:
         """What `generate()` returns for `request`: ids `(B, 1 + T)`, or (with `return_dict`) them and the cache."""
@@ -643,7 +658,7 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
             "pad_token_id": np.array(request.pad_token_id, np.int64),
         }
         final_names = [f"next_{name}" for name in self.recurrent_state_names]
-        sequences, *final = self._greedy_session().run([GREEDY_OUTPUT, *final_names], feeds)
+        sequences, *final = self._loop_session(GREEDY).run([GREEDY_OUTPUT, *final_names], feeds)
         if not request.return_dict:
             return torch.from_numpy(sequences)
         final_cache = None
@@ -655,25 +670,86 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
             **{CACHE_NAME: final_cache},  # type: ignore[arg-type]  # the name depends on the transformers version
         )
 
-    def _greedy_plan(
+    def _beam_generate(self, request: BeamRequest) -> torch.Tensor | GenerateBeamEncoderDecoderOutput:
+        """What `generate()` returns for `request`: ids `(B * R, 1 + T)`, or (with `return_dict`) them, their
+        scores and beam indices, the per-step scores / logits asked for, and the running beams' cache."""
+        encoder_outputs = self.encoder(request.input_ids, request.attention_mask)  # the source checks
+        # generate()'s `_expand_inputs_for_generation`: row b * K + k is beam k of source b; the initial state
+        # is computed on the expanded rows, as generate() computes it
+        expanded = Seq2SeqAttnEncoderOutput(
+            **{
+                name: value.repeat_interleave(request.num_beams, dim=0)
+                for name, value in encoder_outputs.items()
+            }
+        )
+        cache = self.init_cache(expanded)
+        rows = cache.mask.shape[0]
+        feeds = {
+            "decoder_input_ids": np.full((rows, 1), request.decoder_start_token_id, np.int64),
+            "mask": cache.mask,
+            **cache.states,
+            "num_beams": np.array(request.num_beams, np.int64),
+            "num_return_sequences": np.array(request.num_return_sequences, np.int64),
+            "max_new_tokens": np.array(request.max_new_tokens, np.int64),
+            "fill_token_id": np.array(request.fill_token_id, np.int64),
+            "min_new_tokens": np.array(request.min_new_tokens, np.int64),
+            "eos_token_id": request.eos_token_id,
+            "length_divisors": request.length_divisors,
+            "heuristic_divisors": request.heuristic_divisors,
+            "early_stopping": np.array(request.early_stopping),
+            "score_rows": np.array([rows if request.output_scores else 0], np.int64),
+            "logit_rows": np.array([rows if request.output_logits else 0], np.int64),
+        }
+        names = [*BEAM_OUTPUTS, *(f"next_{name}" for name in self.recurrent_state_names)]
+        out = dict(zip(names, self._loop_session(BEAM_SEARCH).run(names, feeds), strict=True))
+        sequences = torch.from_numpy(out["sequences"])
+        if not request.return_dict:
+            return sequences
+        final_cache = None
+        if request.use_cache:
+            final = {name: out[f"next_{name}"] for name in self.recurrent_state_names}
+            final_cache = Seq2SeqAttnOnnxCache(
+                {**cache.states, **final}, cache.mask, seen_tokens=int(out["steps"])
+            )
+        # `_beam_search` returns the hypotheses' scores only with `output_scores`; the per-step scores and
+        # logits are `(BK, V)` per iteration
+        scores = logits = sequences_scores = None
+        if request.output_scores:
+            sequences_scores = torch.from_numpy(out["sequences_scores"])
+            scores = tuple(torch.from_numpy(out["step_scores"]).unbind(0))
+        if request.output_logits:
+            logits = tuple(torch.from_numpy(out["step_logits"]).unbind(0))
+        return GenerateBeamEncoderDecoderOutput(
+            sequences=sequences,  # type: ignore[arg-type]
+            sequences_scores=sequences_scores,
+            scores=scores,  # type: ignore[arg-type]
+            logits=logits,  # type: ignore[arg-type]
+            beam_indices=torch.from_numpy(out["beam_indices"]),  # type: ignore[arg-type]
+            **{CACHE_NAME: final_cache},  # type: ignore[arg-type]  # the name depends on the transformers version
+        )
+
+    def _loop_plan(
         self, inputs: Any, generation_config: Any, kwargs: dict[str, Any]
-    ) -> GreedyRequest | None:
-        """The request when the Loop serves this call; else None, having logged the reason (once per reason)."""
-        if not self.greedy_loop or self._step_graph is None:
+    ) -> GreedyRequest | BeamRequest | None:
+        """The request when a Loop graph serves this call; else None, having logged the reason (once per
+        reason)."""
+        if self._step_graph is None or not (self.greedy_loop or self.beam_loop):
             return None
-        plan: GreedyRequest | tuple[str, str] = greedy_request(self, inputs, generation_config, kwargs)
+        kind, plan = loop_request(self, inputs, generation_config, kwargs)
+        if not (self.greedy_loop if kind == GREEDY else self.beam_loop):
+            return None
         if (
-            isinstance(plan, GreedyRequest)
-            and self._greedy is None
+            isinstance(plan, (GreedyRequest, BeamRequest))
+            and kind not in self._loop_sessions
             and importlib.util.find_spec("onnx") is None
         ):
             plan = "onnx", "the `onnx` package, which composes the Loop graph, is not installed"
-        if isinstance(plan, GreedyRequest):
+        if isinstance(plan, (GreedyRequest, BeamRequest)):
             return plan
         key, message = plan
-        if key not in self._fallbacks_logged:
-            self._fallbacks_logged.add(key)
-            logger.info("Not the greedy ONNX Loop (%s): decoding with GenerationMixin.generate().", message)
+        if (kind, key) not in self._fallbacks_logged:
+            self._fallbacks_logged.add((kind, key))
+            logger.info("Not the %s ONNX Loop (%s): decoding with GenerationMixin.generate().", kind, message)
         return None
 
     @torch.no_grad()
@@ -683,10 +759,12 @@ class Seq2SeqAttnOnnxModel(PreTrainedModel, Seq2SeqAttnGenerationMixin):
         generation_config: GenerationConfig | None = None,
         **kwargs: Any,
     ):
-        """`GenerationMixin.generate`, with plain greedy search run in one ONNX `Loop` graph (same ids, see the
-        module docstring); no autograd bookkeeping, the returned ids are ordinary tensors."""
-        request = self._greedy_plan(inputs, generation_config, kwargs)
-        if request is not None:
+        """`GenerationMixin.generate`, with plain greedy search and beam search run in one ONNX `Loop` graph
+        (same ids, see the module docstring); no autograd bookkeeping, the returned ids are ordinary tensors."""
+        request = self._loop_plan(inputs, generation_config, kwargs)
+        if isinstance(request, BeamRequest):
+            return self._beam_generate(request)
+        if isinstance(request, GreedyRequest):
             return self._greedy_generate(request)
         return super().generate(inputs, generation_config, **kwargs)  # type: ignore[misc]
 

@@ -1,4 +1,4 @@
-"""Greedy decoding inside ONNX Runtime: the exported decoder step wrapped in an ONNX `Loop`.
+"""Greedy decoding and beam search inside ONNX Runtime: the exported decoder step wrapped in an ONNX `Loop`.
 
 [`build_greedy_graph`] composes, from `decoder_step.onnx` (or its int8 twin), one graph that decodes a
 whole batch greedily with no Python between tokens: a `Loop` whose body is the step graph's nodes, followed
@@ -24,14 +24,20 @@ step (what `generate(return_dict_in_generate=True)` returns as its cache).
 [`greedy_request`] decides whether a `generate()` call is plain greedy search that this graph reproduces
 exactly, and returns the reason when it is not.
 
-Why the graph is composed when a model first decodes greedily and not written by `export_onnx`: it holds no
-weights of its own (the step graph's are copied in memory, in well under a second), so a file would double the
+[`build_beam_graph`] does the same for beam search: the step graph on the B * K beams, then what
+`GenerationMixin._beam_search` does per token (top-k continuations, running beams, the finished hypotheses,
+length penalty, early stopping) in the graph; [`beam_request`] says which calls it serves, and
+[`loop_request`] which of the two Loops a call is for.
+
+Why the graphs are composed when a model first decodes that way and not written by `export_onnx`: they hold no
+weights of their own (the step graph's are copied in memory, in well under a second), so files would double the
 decoder's size on disk; and folders written before (or by a later version) keep their manifest as it is.
-Its session holds a second copy of the decoder weights in memory, so it is built only when first needed.
+Each session holds another copy of the decoder weights in memory, so it is built only when first needed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,7 +200,474 @@ def build_greedy_graph(step_model: Any, recurrent_state_names: list[str]) -> Any
 
 
 # --------------------------------------------------------------------------------------------
-# Which generate() calls the Loop reproduces exactly
+# Beam search in one Loop
+# --------------------------------------------------------------------------------------------
+# Outputs of the beam-search graph (see [`build_beam_graph`]).
+BEAM_OUTPUTS = ("sequences", "sequences_scores", "beam_indices", "steps", "step_scores", "step_logits")
+# Names inside the beam Loop body, and those computed before it.
+_BEAM_BODY = "beam_loop/"
+_BEAM = "beam/"
+# `GenerationMixin._beam_search`'s mask: a score that must never be chosen. -1e9 is exact in float32.
+_MASK = -1.0e9
+
+
+def _in(name: str) -> str:
+    return _BEAM_BODY + name
+
+
+def _out(name: str) -> str:
+    return _BEAM + name
+
+
+def _n(op: str, inputs: list[str], outputs: str | list[str], **attributes: Any) -> Any:
+    """One node; `outputs` may be a single name."""
+    from onnx import helper
+
+    return helper.make_node(op, inputs, [outputs] if isinstance(outputs, str) else outputs, **attributes)
+
+
+def _any(value: str, output: str, axis: int | None = None, keepdims: bool = False) -> list:
+    """`output = value.any(axis)` of a bool tensor (ReduceMax takes no bools before opset 20)."""
+    from onnx import TensorProto
+
+    reduce: dict[str, Any] = dict(keepdims=int(keepdims))
+    if axis is not None:
+        reduce["axes"] = [axis]
+    return [
+        _n("Cast", [value], output + "_int", to=TensorProto.INT64),
+        _n("ReduceMax", [output + "_int"], output + "_max", **reduce),
+        _n("Cast", [output + "_max"], output, to=TensorProto.BOOL),
+    ]
+
+
+def _all(value: str, output: str, axis: int | None = None) -> list:
+    """`output = value.all(axis)` of a bool tensor; an axis is kept, as `torch.all(..., keepdims=True)`."""
+    from onnx import TensorProto
+
+    reduce: dict[str, Any] = dict(keepdims=0) if axis is None else dict(axes=[axis], keepdims=1)
+    return [
+        _n("Cast", [value], output + "_int", to=TensorProto.INT64),
+        _n("ReduceMin", [output + "_int"], output + "_min", **reduce),
+        _n("Cast", [output + "_min"], output, to=TensorProto.BOOL),
+    ]
+
+
+def _masked(value: str, condition: str, output: str) -> list:
+    """`output = value + condition.to(float32) * -1e9`, the operations `_beam_search` adds its masks with
+    (so the float32 sums are the same numbers, not just the same ranking)."""
+    from onnx import TensorProto
+
+    return [
+        _n("Cast", [condition], output + "_float", to=TensorProto.FLOAT),
+        _n("Mul", [output + "_float", _in("minus_1e9")], output + "_mask"),
+        _n("Add", [value, output + "_mask"], output),
+    ]
+
+
+def _gather_beams(value: str, positions: str, output: str, shape: str) -> list:
+    """`GenerationMixin._gather_beams`: `output[b, j, :] = value[b, positions[b, j], :]` for `(B, *, N)` ids."""
+    return [
+        _n("Unsqueeze", [positions, _in("axis_2")], output + "_positions"),
+        _n("Expand", [output + "_positions", shape], output + "_index"),  # (B, J, N)
+        _n("GatherElements", [value, output + "_index"], output, axis=1),
+    ]
+
+
+def _beam_log_prob_nodes() -> list:
+    """`logits (BK, 1, V)` -> `processed (BK, V)`: log_softmax in float32, then the MinLength /
+    MinNewTokensLength processors (eos ids get -inf while `iteration < min_new_tokens`); and the rows of them
+    (and of the raw logits) kept as scan outputs: `score_rows` / `logit_rows` are BK or 0, so nothing is
+    collected unless `output_scores` / `output_logits` asked for it."""
+    from onnx import TensorProto
+
+    i = _in
+    return [
+        _n("Squeeze", ["logits", i("axis_1")], i("flat_logits")),  # (BK, V)
+        _n("Cast", [i("flat_logits")], i("logits_float"), to=TensorProto.FLOAT),  # `.to(torch.float32)`
+        _n("LogSoftmax", [i("logits_float")], i("log_probs"), axis=-1),
+        _n("Shape", ["logits"], i("vocab"), start=2),  # (1,) = [V]
+        _n("Reshape", [i("vocab"), i("scalar_shape")], i("vocab_size")),
+        _n("Range", [i("zero"), i("vocab_size"), i("one")], i("vocab_ids")),  # (V,)
+        _n("Unsqueeze", [i("vocab_ids"), i("axis_1")], i("vocab_column")),  # (V, 1)
+        _n("Equal", [i("vocab_column"), "eos_token_id"], i("eos_vocab_each")),  # (V, n_eos)
+        *_any(i("eos_vocab_each"), i("eos_ids"), axis=1),  # (V,)
+        _n("Less", [i("iteration"), "min_new_tokens"], i("eos_blocked")),  # ()
+        _n("And", [i("eos_ids"), i("eos_blocked")], i("eos_masked")),  # (V,)
+        _n("Where", [i("eos_masked"), i("minus_inf"), i("log_probs")], i("processed")),  # (BK, V)
+        _n("Slice", [i("processed"), i("zero_1"), "score_rows", i("zero_1")], i("scores_scan")),
+        _n("Slice", [i("logits_float"), i("zero_1"), "logit_rows", i("zero_1")], i("logits_scan")),
+    ]
+
+
+def _beam_candidate_nodes() -> list:
+    """`_get_top_k_continuations`: the best `beams_to_keep` continuations of each source over all its beams.
+
+    `processed (BK, V)` + running scores `(B, K)` -> `(B, K * V)`; TopK -> `topk_scores`, `token`,
+    `source` (the beam each extends, `(B, 2K)`; 2K stands for beams_to_keep), `flat_source` (its row in BK);
+    `topk_sequences` / `topk_indices` `(B, 2K, N)`: the source beam's ids and beam indices with column
+    `iteration` set.
+    """
+    i = _in
+    candidates = _out("candidates_shape")  # (3,) = [B, 2K, N]
+    return [
+        _n("Concat", [i("minus_one_1"), _out("k"), i("vocab")], i("bkv_shape"), axis=0),
+        _n("Reshape", [i("processed"), i("bkv_shape")], i("log_probs_3d")),  # (B, K, V)
+        _n("Unsqueeze", [i("running_scores"), i("axis_2")], i("running_3d")),  # (B, K, 1)
+        _n("Add", [i("log_probs_3d"), i("running_3d")], i("accumulated_3d")),
+        _n("Reshape", [i("accumulated_3d"), i("flat_beams_shape")], i("accumulated")),  # (B, K * V)
+        _n("TopK", [i("accumulated"), _out("keep")], [i("topk_scores"), i("topk_ids")], axis=1),  # (B, 2K)
+        _n("Div", [i("topk_ids"), i("vocab")], i("source")),  # non-negative: truncation is floor division
+        _n("Mod", [i("topk_ids"), i("vocab")], i("token")),
+        _n("Add", [i("source"), _out("offset")], i("flat_source")),  # b * K + beam
+        *_gather_beams(i("running_sequences"), i("source"), i("gathered_sequences"), candidates),
+        *_gather_beams(i("running_indices"), i("source"), i("gathered_indices"), candidates),
+        _n("Equal", [_out("columns"), i("iteration")], i("at_column")),  # (N,)
+        _n("Unsqueeze", [i("token"), i("axis_2")], i("token_3d")),  # (B, 2K, 1)
+        _n("Unsqueeze", [i("flat_source"), i("axis_2")], i("flat_source_3d")),
+        _n("Where", [i("at_column"), i("token_3d"), i("gathered_sequences")], i("topk_sequences")),
+        _n("Where", [i("at_column"), i("flat_source_3d"), i("gathered_indices")], i("topk_indices")),
+    ]
+
+
+def _beam_running_nodes(recurrent_state_names: list[str]) -> list:
+    """The stopping criteria (an eos id, or the length limit) and `_get_running_beams_for_next_iteration`:
+    the best K continuations that did not stop run on; the recurrent state follows them (`reorder_cache`)."""
+    i = _in
+    nodes = [
+        _n("Equal", [i("token_3d"), "eos_token_id"], i("is_eos_each")),  # (B, 2K, n_eos)
+        *_any(i("is_eos_each"), i("is_eos"), axis=2),  # (B, 2K)
+        # MaxLengthCriteria: the sequence (start token + iteration + 1 tokens) reaches 1 + max_new_tokens
+        _n("Add", [i("iteration"), i("one")], i("steps_next")),
+        _n("GreaterOrEqual", [i("steps_next"), "max_new_tokens"], i("at_max_length")),
+        _n("Or", [i("is_eos"), i("at_max_length")], i("stops")),
+        *_masked(i("topk_scores"), i("stops"), i("running_candidates")),
+        _n("TopK", [i("running_candidates"), _out("k")], [i("running_scores_next"), i("chosen")], axis=1),
+        *_gather_beams(i("topk_sequences"), i("chosen"), i("running_sequences_next"), _out("bkn_shape")),
+        *_gather_beams(i("topk_indices"), i("chosen"), i("running_indices_next"), _out("bkn_shape")),
+        _n("GatherElements", [i("flat_source"), i("chosen")], i("chosen_rows"), axis=1),  # (B, K)
+        _n("Reshape", [i("chosen_rows"), i("minus_one_1")], i("beam_idx")),  # (BK,)
+        _n("GatherElements", [i("token"), i("chosen")], i("chosen_tokens"), axis=1),
+        _n("Reshape", [i("chosen_tokens"), i("column_shape")], i("ids_next")),  # (BK, 1)
+    ]
+    for name in recurrent_state_names:  # hidden and cell are (L, BK, H), feed (BK, E)
+        axis = 0 if name == "feed" else 1
+        nodes.append(_n("Gather", [f"next_{name}", i("beam_idx")], i(f"{name}_next"), axis=axis))
+    return nodes
+
+
+def _beam_finished_nodes() -> list:
+    """`_update_finished_beams`, then `_check_early_stop_heuristic` and `_beam_search_has_unfinished_sequences`.
+
+    Of the K + 2K finished and just-finished hypotheses per source, the best K by length-normalised score
+    stay (`sequences`, `indices`, `beam_scores`, `finished`); then whether a running beam can still beat
+    the worst of them (`heuristic_next (B, 1)`), and the loop condition.
+    """
+    i = _in
+    return [
+        _n("And", [i("stops"), _out("top_mask")], i("did_finish")),  # only the first K candidates count
+        _n("Gather", ["length_divisors", i("iteration")], i("length_divisor")),  # (t + 1) ** length_penalty
+        _n("Div", [i("topk_scores"), i("length_divisor")], i("normalized")),
+        *_all(i("finished"), i("batch_full"), axis=1),  # (B, 1)
+        _n("And", [i("batch_full"), "early_stopping"], i("closed")),
+        *_masked(i("normalized"), i("closed"), i("normalized_1")),
+        _n("Not", [i("heuristic")], i("cannot_improve")),
+        *_masked(i("normalized_1"), i("cannot_improve"), i("normalized_2")),
+        _n("Not", [i("did_finish")], i("running_on")),
+        *_masked(i("normalized_2"), i("running_on"), i("normalized_3")),
+        _n("Concat", [i("beam_scores"), i("normalized_3")], i("merged_scores"), axis=1),  # (B, 3K)
+        _n("Concat", [i("sequences"), i("topk_sequences")], i("merged_sequences"), axis=1),
+        _n("Concat", [i("indices"), i("topk_indices")], i("merged_indices"), axis=1),
+        _n("Concat", [i("finished"), i("did_finish")], i("merged_finished"), axis=1),
+        _n("TopK", [i("merged_scores"), _out("k")], [i("beam_scores_next"), i("kept")], axis=1),
+        *_gather_beams(i("merged_sequences"), i("kept"), i("sequences_next"), _out("bkn_shape")),
+        *_gather_beams(i("merged_indices"), i("kept"), i("indices_next"), _out("bkn_shape")),
+        _n("GatherElements", [i("merged_finished"), i("kept")], i("finished_next"), axis=1),
+        # _check_early_stop_heuristic: can the best running beam still beat the worst finished one?
+        _n("Gather", ["heuristic_divisors", i("iteration")], i("heuristic_divisor")),
+        _n("Slice", [i("running_scores_next"), i("zero_1"), i("one_1"), i("one_1")], i("best_running")),
+        _n("Div", [i("best_running"), i("heuristic_divisor")], i("best_possible")),  # (B, 1)
+        _n("ReduceMin", [i("beam_scores_next")], i("worst_finished_each"), axes=[1], keepdims=1),
+        _n("Where", [i("finished_next"), i("worst_finished_each"), i("minus_1e9")], i("worst_finished")),
+        _n("Greater", [i("best_possible"), i("worst_finished")], i("beats")),  # (B, K)
+        *_any(i("beats"), i("improves"), axis=1, keepdims=True),  # (B, 1)
+        _n("And", [i("heuristic"), i("improves")], i("heuristic_next")),
+        # _beam_search_has_unfinished_sequences
+        *_any(i("heuristic_next"), i("improvement_possible")),
+        *_all(i("finished_next"), i("all_finished")),
+        _n("And", [i("all_finished"), "early_stopping"], i("all_closed")),
+        _n("Not", [i("all_closed")], i("open_beam")),
+        *_all(i("stops"), i("all_stop")),
+        _n("Not", [i("all_stop")], i("valid_continuations")),
+        _n("And", [i("improvement_possible"), i("open_beam")], i("condition_partial")),
+        _n("And", [i("condition_partial"), i("valid_continuations")], i("condition_next")),
+    ]
+
+
+# Loop-carried beam-search values after the recurrent state: (name, type, shape).
+_BEAM_CARRIED: tuple[tuple[str, str, list[str | int]], ...] = (
+    ("running_scores", "FLOAT", ["batch", "beams"]),
+    ("running_sequences", "INT64", ["batch", "beams", "new_tokens"]),
+    ("running_indices", "INT64", ["batch", "beams", "new_tokens"]),
+    ("sequences", "INT64", ["batch", "beams", "new_tokens"]),
+    ("indices", "INT64", ["batch", "beams", "new_tokens"]),
+    ("beam_scores", "FLOAT", ["batch", "beams"]),
+    ("finished", "BOOL", ["batch", "beams"]),
+    ("heuristic", "BOOL", ["batch", 1]),
+    ("steps", "INT64", []),
+)
+
+
+def _beam_body_constants() -> list:
+    from onnx import TensorProto, helper
+
+    i = _in
+    return [
+        helper.make_tensor(i("axis_1"), TensorProto.INT64, [1], [1]),
+        helper.make_tensor(i("axis_2"), TensorProto.INT64, [1], [2]),
+        helper.make_tensor(i("zero_1"), TensorProto.INT64, [1], [0]),
+        helper.make_tensor(i("one_1"), TensorProto.INT64, [1], [1]),
+        helper.make_tensor(i("minus_one_1"), TensorProto.INT64, [1], [-1]),
+        helper.make_tensor(i("zero"), TensorProto.INT64, [], [0]),
+        helper.make_tensor(i("one"), TensorProto.INT64, [], [1]),
+        helper.make_tensor(i("scalar_shape"), TensorProto.INT64, [0], []),
+        helper.make_tensor(i("column_shape"), TensorProto.INT64, [2], [-1, 1]),
+        helper.make_tensor(i("flat_beams_shape"), TensorProto.INT64, [2], [0, -1]),
+        helper.make_tensor(i("minus_1e9"), TensorProto.FLOAT, [], [_MASK]),
+        helper.make_tensor(i("minus_inf"), TensorProto.FLOAT, [], [-np.inf]),
+    ]
+
+
+def _beam_body_graph(step_graph: Any, recurrent_state_names: list[str]) -> Any:
+    """The beam Loop body: the step graph on the BK flat beams, then the beam bookkeeping above.
+
+    Body inputs: iteration, condition, ids `(BK, 1)`, recurrent state, then [`_BEAM_CARRIED`]. Outputs:
+    condition, the same values for the next iteration, and the scanned `scores (R, V)`, `logits (R', V)`.
+    """
+    from onnx import TensorProto, helper
+
+    rename = {name: _in(name) for name in ("decoder_input_ids", *recurrent_state_names)}
+    next_state = [f"next_{name}" for name in recurrent_state_names]
+    nodes = [
+        *_step_nodes(step_graph, rename, {"logits", *next_state}),
+        *_beam_log_prob_nodes(),
+        *_beam_candidate_nodes(),
+        *_beam_running_nodes(recurrent_state_names),
+        *_beam_finished_nodes(),
+    ]
+    used = {name for node in nodes for name in node.input}
+    initializers = [init for init in step_graph.initializer if init.name in used] + _beam_body_constants()
+    step_inputs = {value.name: value for value in step_graph.input}
+    step_outputs = {value.name: value for value in step_graph.output}
+
+    def carried(suffix: str) -> list:
+        return [
+            helper.make_tensor_value_info(_in(name + suffix), getattr(TensorProto, kind), shape)
+            for name, kind, shape in _BEAM_CARRIED
+        ]
+
+    inputs = [
+        helper.make_tensor_value_info(_in("iteration"), TensorProto.INT64, []),
+        helper.make_tensor_value_info(_in("condition"), TensorProto.BOOL, []),
+        _renamed(step_inputs["decoder_input_ids"], rename["decoder_input_ids"]),
+        *(_renamed(step_inputs[name], rename[name]) for name in recurrent_state_names),
+        *carried(""),
+    ]
+    outputs = [
+        helper.make_tensor_value_info(_in("condition_next"), TensorProto.BOOL, []),
+        helper.make_tensor_value_info(_in("ids_next"), TensorProto.INT64, ["beam_rows", 1]),
+        *(_renamed(step_outputs[f"next_{name}"], _in(f"{name}_next")) for name in recurrent_state_names),
+        *carried("_next"),
+        helper.make_tensor_value_info(_in("scores_scan"), TensorProto.FLOAT, ["score_rows", "vocab"]),
+        helper.make_tensor_value_info(_in("logits_scan"), TensorProto.FLOAT, ["logit_rows", "vocab"]),
+    ]
+    return helper.make_graph(nodes, "beam_step", inputs, outputs, initializer=initializers)
+
+
+def _beam_setup_nodes() -> list:
+    """Before the Loop: the sizes B, K, beams_to_keep, N and the initial beam-search values, as
+    `_beam_search` makes them (running scores 0 for the first beam of each source and -1e9 for the others,
+    so that the first step expands one beam; finished scores -1e9; ids `fill_token_id`, beam indices -1)."""
+    o = _out
+    return [
+        _n("Reshape", ["num_beams", o("shape_1")], o("k")),  # (1,) = [K]
+        _n("Reshape", ["max_new_tokens", o("shape_1")], o("n")),  # (1,) = [N]
+        _n("Shape", ["decoder_input_ids"], o("bk"), start=0, end=1),  # (1,) = [B * K]
+        _n("Div", [o("bk"), o("k")], o("b")),
+        _n("Reshape", [o("b"), o("scalar_shape")], o("batch")),
+        _n("Shape", ["eos_token_id"], o("eos_count")),
+        _n("Add", [o("eos_count"), o("one_1")], o("eos_count_1")),
+        _n("Max", [o("eos_count_1"), o("two_1")], o("keep_per_beam")),  # max(2, 1 + n_eos)
+        _n("Mul", [o("keep_per_beam"), o("k")], o("keep")),  # beams_to_keep
+        _n("Reshape", [o("keep"), o("scalar_shape")], o("keep_count")),
+        _n("Concat", [o("b"), o("k")], o("bk_shape"), axis=0),
+        _n("Concat", [o("b"), o("k"), o("n")], o("bkn_shape"), axis=0),
+        _n("Concat", [o("b"), o("keep"), o("n")], o("candidates_shape"), axis=0),
+        _n("Concat", [o("b"), o("one_1")], o("b1_shape"), axis=0),
+        _n("Range", [o("zero"), "num_beams", o("one")], o("beams")),  # (K,)
+        _n("Equal", [o("beams"), o("zero")], o("first_beam")),
+        _n("Where", [o("first_beam"), o("zero_float"), o("minus_1e9")], o("first_scores")),
+        _n("Expand", [o("first_scores"), o("bk_shape")], o("running_scores")),  # (B, K)
+        _n("Expand", [o("minus_1e9"), o("bk_shape")], o("beam_scores")),
+        _n("Expand", [o("false"), o("bk_shape")], o("finished")),
+        _n("Expand", [o("true"), o("b1_shape")], o("heuristic")),  # (B, 1)
+        _n("Expand", ["fill_token_id", o("bkn_shape")], o("sequences")),  # (B, K, N)
+        _n("Expand", [o("minus_one"), o("bkn_shape")], o("indices")),
+        _n("Range", [o("zero"), o("keep_count"), o("one")], o("candidates")),  # (2K,)
+        _n("Less", [o("candidates"), "num_beams"], o("top_mask")),
+        _n("Range", [o("zero"), o("batch"), o("one")], o("batch_ids")),  # (B,)
+        _n("Mul", [o("batch_ids"), "num_beams"], o("batch_offset")),
+        _n("Unsqueeze", [o("batch_offset"), o("one_1")], o("offset")),  # (B, 1)
+        _n("Range", [o("zero"), "max_new_tokens", o("one")], o("columns")),  # (N,)
+    ]
+
+
+def _beam_output_nodes() -> list:
+    """After the Loop, `_beam_search`'s "prepare outputs": the first `num_return_sequences` finished
+    hypotheses of each source, cut after the longest of them (beam indices that are not -1), the start token
+    first."""
+    from onnx import TensorProto
+
+    o = _out
+    return [
+        _n("Reshape", ["num_return_sequences", o("shape_1")], o("returned")),
+        _n("Slice", [o("final_sequences"), o("zero_1"), o("returned"), o("one_1")], o("top_sequences")),
+        _n("Slice", [o("final_indices"), o("zero_1"), o("returned"), o("one_1")], o("top_indices")),
+        _n("Slice", [o("final_beam_scores"), o("zero_1"), o("returned"), o("one_1")], o("top_scores")),
+        _n("Concat", [o("minus_one_1"), o("n")], o("flat_shape"), axis=0),
+        _n("Reshape", [o("top_sequences"), o("flat_shape")], o("flat_sequences")),  # (B * R, N)
+        _n("Reshape", [o("top_indices"), o("flat_shape")], o("flat_indices")),
+        _n("Reshape", [o("top_scores"), o("minus_one_1")], "sequences_scores"),  # (B * R,)
+        _n("Equal", [o("flat_indices"), o("minus_one")], o("unset")),
+        _n("Not", [o("unset")], o("generated_each")),
+        _n("Cast", [o("generated_each")], o("generated_int"), to=TensorProto.INT64),
+        _n("ReduceSum", [o("generated_int"), o("one_1")], o("generated"), keepdims=0),  # (B * R,)
+        _n("ReduceMax", [o("generated")], o("length"), keepdims=1),  # (1,)
+        _n("Slice", [o("flat_sequences"), o("zero_1"), o("length"), o("one_1")], o("tokens")),
+        _n("Slice", [o("flat_indices"), o("zero_1"), o("length"), o("one_1")], o("indices_cut")),
+        _n("Cast", [o("indices_cut")], "beam_indices", to=TensorProto.INT32),  # as `_beam_search` keeps them
+        _n("Shape", [o("flat_sequences")], o("rows"), start=0, end=1),
+        _n("Slice", ["decoder_input_ids", o("zero_1"), o("rows"), o("zero_1")], o("starts")),  # (B * R, 1)
+        _n("Concat", [o("starts"), o("tokens")], "sequences", axis=1),
+    ]
+
+
+def _beam_outer_constants() -> list:
+    from onnx import TensorProto, helper
+
+    o = _out
+    return [
+        helper.make_tensor(o("shape_1"), TensorProto.INT64, [1], [1]),
+        helper.make_tensor(o("scalar_shape"), TensorProto.INT64, [0], []),
+        helper.make_tensor(o("zero_1"), TensorProto.INT64, [1], [0]),
+        helper.make_tensor(o("one_1"), TensorProto.INT64, [1], [1]),
+        helper.make_tensor(o("two_1"), TensorProto.INT64, [1], [2]),
+        helper.make_tensor(o("minus_one_1"), TensorProto.INT64, [1], [-1]),
+        helper.make_tensor(o("zero"), TensorProto.INT64, [], [0]),
+        helper.make_tensor(o("one"), TensorProto.INT64, [], [1]),
+        helper.make_tensor(o("minus_one"), TensorProto.INT64, [], [-1]),
+        helper.make_tensor(o("zero_float"), TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor(o("minus_1e9"), TensorProto.FLOAT, [], [_MASK]),
+        helper.make_tensor(o("false"), TensorProto.BOOL, [], [False]),
+        helper.make_tensor(o("true"), TensorProto.BOOL, [], [True]),
+    ]
+
+
+def build_beam_graph(step_model: Any, recurrent_state_names: list[str]) -> Any:
+    """The beam-search decode graph around the loaded step graph `step_model`: `GenerationMixin._beam_search`
+    (transformers 5.18 to 5.24: the same vectorized algorithm) with no Python between tokens.
+
+    Inputs (B sources, K beams, N = max_new_tokens, n_eos end ids; shapes as in `onnx_export.py`):
+
+    - `decoder_input_ids (BK, 1)`, `mask (BK, S)` and the decoder state from `decoder_init.onnx`, all for the
+      beam-expanded batch (row b * K + k is beam k of source b, as `generate()`'s `repeat_interleave`);
+    - `num_beams ()`, `num_return_sequences ()`, `max_new_tokens ()`, `eos_token_id (n_eos,)`,
+      `fill_token_id ()` (what unfilled positions hold: `_beam_search`'s `pad_token_id or eos_token_id[0]`),
+      `min_new_tokens ()` (steps in which the eos ids get -inf: MinLength / MinNewTokensLength), all int64;
+    - `length_divisors (N,)`, `heuristic_divisors (N,)` float32: at iteration t, the length penalty's
+      `(t + 1) ** length_penalty` and the early-stop heuristic's `best_hypothetical_length ** length_penalty`,
+      computed in Python as `_beam_search` does (then rounded to float32, as torch divides by them);
+    - `early_stopping ()` bool (`early_stopping is True`); `score_rows (1,)`, `logit_rows (1,)` int64: BK to
+      collect the per-step scores / logits, 0 not to.
+
+    Outputs: `sequences (B * R, 1 + T')` int64, `sequences_scores (B * R,)` float32, `beam_indices
+    (B * R, T')` int32 (R = num_return_sequences, T' the longest returned hypothesis), `steps ()` (iterations
+    run, T), `step_scores (T, BK or 0, V)`, `step_logits (T, BK or 0, V)`, and `next_hidden`, [`next_cell`],
+    [`next_feed`] `(.., BK, ..)`: the running beams' state after the last step (what `generate()` returns
+    as its cache).
+
+    The body, per iteration t: the step graph on the BK beams; log_softmax in float32 (+ the min-length
+    mask); + the running scores; TopK over `(B, K * V)` keeping `beams_to_keep = max(2, 1 + n_eos) * K`;
+    beam index = id // V, token = id % V; the running beams for the next step are the best K that did not
+    stop (stopped ones get -1e9), and the recurrent state is gathered along its batch axis by their rows;
+    the finished set keeps the best K of itself and the stopped candidates among the first K, scored
+    `score / (t + 1) ** length_penalty` with -1e9 masks exactly as `_update_finished_beams` adds them; then
+    the early-stop heuristic and `_beam_search_has_unfinished_sequences` give the loop condition.
+
+    Tie order. ONNX TopK puts equal values lowest index first; `torch.topk` on the CPU leaves their order
+    unspecified (and does not keep index order), so the ids must not depend on it. Exact ties appear only
+    among masked values: `-1e9 + s` rounds to -1e9 (float32 spacing there is 64), so the first step's
+    placeholder beams (running score -1e9), stopped candidates and not-yet-finished slots tie with each
+    other. [`beam_request`] serves only vocabularies with at least `beams_to_keep` ids besides the eos ids:
+    then the first step's TopK takes only real continuations of beam 0, and every later one has K * V real
+    candidates, of which at most n_eos * K stop, so the running beams are never chosen among ties. The
+    finished set may hold tied placeholders, but they have the same value (so the same heuristic), and every
+    way the loop ends leaves K real hypotheses (finite, far above -1e9) on top, which are what is returned.
+    Only one thing depends on tie order: when the loop stops at the length limit, every candidate stopped and
+    the running beams (hence the returned cache's state) are chosen among ties; the ids and scores are not.
+    Real scores can tie too when logits do: int8 logits lie on a lattice (integer dot products times one
+    scale), so tokens with equal biases (all zero, as a model is initialised) can score exactly the same. The
+    Loop then keeps the lower index, `GenerationMixin` whichever `torch.topk` leaves first: both are beam
+    search's result, but if the tie straddles the K-th place they continue different beams.
+    """
+    onnx = require("onnx")
+    from onnx import TensorProto, helper
+
+    step = step_model.graph
+    next_state = [f"next_{name}" for name in recurrent_state_names]
+    scalar_ids = ("num_beams", "num_return_sequences", "max_new_tokens", "fill_token_id", "min_new_tokens")
+    inputs = [
+        *step.input,  # decoder_input_ids, mask, every state field
+        *(helper.make_tensor_value_info(name, TensorProto.INT64, []) for name in scalar_ids),
+        helper.make_tensor_value_info("eos_token_id", TensorProto.INT64, ["eos"]),
+        helper.make_tensor_value_info("length_divisors", TensorProto.FLOAT, ["new_tokens"]),
+        helper.make_tensor_value_info("heuristic_divisors", TensorProto.FLOAT, ["new_tokens"]),
+        helper.make_tensor_value_info("early_stopping", TensorProto.BOOL, []),
+        helper.make_tensor_value_info("score_rows", TensorProto.INT64, [1]),
+        helper.make_tensor_value_info("logit_rows", TensorProto.INT64, [1]),
+    ]
+    o = _out
+    carried = [name for name, _, _ in _BEAM_CARRIED]
+    initial = {name: o(name) for name in carried}
+    initial.update(running_sequences=o("sequences"), running_indices=o("indices"), steps=o("zero"))
+    final = {name: o(f"final_{name}") for name in carried}
+    final.update(steps="steps")
+    loop = _n(
+        "Loop",
+        ["max_new_tokens", o("true"), "decoder_input_ids", *recurrent_state_names, *initial.values()],
+        [o("last_ids"), *next_state, *final.values(), "step_scores", "step_logits"],
+        body=_beam_body_graph(step, recurrent_state_names),
+    )
+    step_outputs = {value.name: value for value in step.output}
+    outputs = [
+        helper.make_tensor_value_info("sequences", TensorProto.INT64, ["rows", "length"]),
+        helper.make_tensor_value_info("sequences_scores", TensorProto.FLOAT, ["rows"]),
+        helper.make_tensor_value_info("beam_indices", TensorProto.INT32, ["rows", "generated"]),
+        helper.make_tensor_value_info("steps", TensorProto.INT64, []),
+        helper.make_tensor_value_info("step_scores", TensorProto.FLOAT, ["steps", "score_rows", "vocab"]),
+        helper.make_tensor_value_info("step_logits", TensorProto.FLOAT, ["steps", "logit_rows", "vocab"]),
+        *(step_outputs[name] for name in next_state),
+    ]
+    nodes = [*_beam_setup_nodes(), loop, *_beam_output_nodes()]
+    graph = helper.make_graph(nodes, "beam_decoder", inputs, outputs, initializer=_beam_outer_constants())
+    model = helper.make_model(
+        graph, opset_imports=list(step_model.opset_import), ir_version=step_model.ir_version
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Which generate() calls the Loops reproduce exactly
 # --------------------------------------------------------------------------------------------
 # GenerationConfig fields whose values make greedy search differ from "argmax, pad after EOS, stop at EOS or
 # max length" (transformers' generation modes, `_get_logits_processor`, `_get_stopping_criteria`), each with the
@@ -210,6 +683,7 @@ NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
     "prompt_lookup_num_tokens": (None,),
     "assistant_early_exit": (None,),
     "use_mtp": (None, False),
+    "dola_layers": (None,),  # greedy search with DoLa is a Hub `custom_generate` method
     "output_scores": (None, False),
     "output_logits": (None, False),
     "output_attentions": (None, False),
@@ -236,18 +710,27 @@ NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
     "token_healing": (None, False),
     "cache_implementation": (None,),
 }
+# The fields of NEUTRAL_VALUES the beam-search graph serves whatever their value (checked in
+# [`beam_request`]), and the fields beam search alone reads.
+BEAM_SERVED = frozenset(
+    {"num_beams", "num_return_sequences", "min_length", "min_new_tokens", "output_scores", "output_logits"}
+)
+BEAM_NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {"low_memory": (None, False)}  # `_beam_search` raises on it
+
+GREEDY = "greedy"
+BEAM_SEARCH = "beam-search"
 
 
 @dataclass(frozen=True)
-class GreedyRequest:
-    """A `generate()` call the greedy Loop graph serves exactly.
+class LoopRequest:
+    """What both Loop graphs need of a `generate()` call.
 
     Attributes:
         input_ids: `(B, S)` source ids; `attention_mask`: `(B, S)` or None (derived from the pad id).
         max_new_tokens: the Loop's trip count (>= 1).
         decoder_start_token_id, pad_token_id: as `generate()` resolves them (pad defaults to the first eos).
-        eos_token_id: `(K,)` int64, the ids that finish a row.
-        return_dict: `return_dict_in_generate` (sequences and the final cache only).
+        eos_token_id: `(n_eos,)` int64, the ids that finish a row.
+        return_dict: `return_dict_in_generate`.
         use_cache: whether a returned dict carries the final decoder state.
     """
 
@@ -261,12 +744,70 @@ class GreedyRequest:
     use_cache: bool
 
 
+@dataclass(frozen=True)
+class GreedyRequest(LoopRequest):
+    """A `generate()` call the greedy Loop graph serves exactly (a returned dict holds the sequences and the
+    final cache only)."""
+
+
+@dataclass(frozen=True)
+class BeamRequest(LoopRequest):
+    """A `generate()` call the beam-search Loop graph serves exactly; the extra fields are the graph's inputs
+    ([`build_beam_graph`]).
+
+    Attributes:
+        num_beams, num_return_sequences: K and R (1 <= R <= K).
+        min_new_tokens: the first steps in which the eos ids get -inf ([`_eos_blocked_steps`]).
+        length_divisors, heuristic_divisors: `(max_new_tokens,)` float32, per iteration.
+        early_stopping: `early_stopping is True` (False and "never" differ only in `heuristic_divisors`).
+        fill_token_id: what positions after a hypothesis's end hold (`pad_token_id or eos_token_id[0]`).
+        output_scores, output_logits: return the per-step scores (and `sequences_scores`) / raw logits.
+    """
+
+    num_beams: int
+    num_return_sequences: int
+    min_new_tokens: int
+    length_divisors: np.ndarray
+    heuristic_divisors: np.ndarray
+    early_stopping: bool
+    fill_token_id: int
+    output_scores: bool
+    output_logits: bool
+
+
 # (reason key, message): the key is what is logged once per model.
 Refusal = tuple[str, str]
 
 
+@dataclass(frozen=True)
+class _Call:
+    """A `generate(inputs, generation_config, **kwargs)` call, its config resolved as `generate()` resolves it
+    (`GenerationMixin._prepare_generation_config`: the model's `generation_config`, then the call's config and
+    keyword arguments; what is left are `model_kwargs`)."""
+
+    model: Any
+    inputs: Any
+    passed_config: Any
+    kwargs: dict[str, Any]
+    config: Any
+    model_kwargs: dict[str, Any]
+
+    @classmethod
+    def resolve(cls, model: Any, inputs: Any, generation_config: Any, kwargs: dict[str, Any]) -> _Call:
+        config, model_kwargs = model._prepare_generation_config(generation_config, **kwargs)
+        return cls(model, inputs, generation_config, kwargs, config, model_kwargs)
+
+
 def _token_ids(value: Any) -> list[int]:
     return [int(token) for token in torch.as_tensor(value).reshape(-1).tolist()]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
+    return any(value is option or (option is not None and value == option) for option in neutral)
 
 
 def _new_tokens(model: Any, config: Any, passed_config: Any, kwargs: dict[str, Any]) -> int | None:
@@ -286,25 +827,22 @@ def _new_tokens(model: Any, config: Any, passed_config: Any, kwargs: dict[str, A
     return int(config.max_length) - 1
 
 
-def greedy_request(
-    model: Any, inputs: Any, generation_config: Any, kwargs: dict[str, Any]
-) -> GreedyRequest | Refusal:
-    """A [`GreedyRequest`] when `model.generate(inputs, generation_config, **kwargs)` is plain greedy search,
-    else `(reason key, message)`.
-
-    The generation config is resolved by `GenerationMixin._prepare_generation_config`, as `generate()` resolves
-    it (the model's `generation_config`, then the call's config and keyword arguments).
-    """
-    config, model_kwargs = model._prepare_generation_config(generation_config, **kwargs)
-    for name, neutral in NEUTRAL_VALUES.items():
+def _loop_fields(
+    call: _Call, served: frozenset[str] = frozenset(), extra_neutral: dict[str, tuple[Any, ...]] | None = None
+) -> dict[str, Any] | Refusal:
+    """The [`LoopRequest`] fields of `call`, or why neither Loop serves it: a field of NEUTRAL_VALUES (less
+    `served`, plus `extra_neutral`) is active, an extra argument, no 2-D `input_ids`, or special tokens or a
+    length that `generate()` resolves in ways the graphs do not repeat."""
+    config, model_kwargs = call.config, call.model_kwargs
+    for name, neutral in {**NEUTRAL_VALUES, **(extra_neutral or {})}.items():
         value = getattr(config, name, None)
-        if not any(value is option or (option is not None and value == option) for option in neutral):
+        if name not in served and not _is_neutral(value, neutral):
             return name, f"{name}={value!r}"
     extra = sorted(set(model_kwargs) - {"input_ids", "attention_mask"})
     if extra:
         return "arguments", f"arguments {extra}"
-    input_ids = model_kwargs.get("input_ids") if inputs is None else inputs
-    if inputs is not None and "input_ids" in model_kwargs:
+    input_ids = model_kwargs.get("input_ids") if call.inputs is None else call.inputs
+    if call.inputs is not None and "input_ids" in model_kwargs:
         return "arguments", "both `inputs` and `input_ids`"
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
         return "inputs", "no 2-D `input_ids` tensor"
@@ -316,14 +854,14 @@ def greedy_request(
     eos = _token_ids(config.eos_token_id)
     pad = _token_ids(config.pad_token_id)[0] if config.pad_token_id is not None else eos[0]
     start = _token_ids(start)[0]
-    vocab = model.config.resolved_decoder_vocab_size
+    vocab = call.model.config.resolved_decoder_vocab_size
     # generate() reports these as errors (or warnings) itself
     if not eos or min(eos) < 0 or not (0 <= start < vocab and 0 <= pad < vocab):
         return "special_tokens", f"token ids outside the vocabulary (start {start}, pad {pad}, eos {eos})"
-    new_tokens = _new_tokens(model, config, generation_config, kwargs)
+    new_tokens = _new_tokens(call.model, config, call.passed_config, call.kwargs)
     if new_tokens is None or new_tokens < 1:
         return "max_length", f"max length {config.max_length} / max_new_tokens {config.max_new_tokens}"
-    return GreedyRequest(
+    return dict(
         input_ids=input_ids,
         attention_mask=model_kwargs.get("attention_mask"),
         max_new_tokens=new_tokens,
@@ -335,4 +873,136 @@ def greedy_request(
     )
 
 
-__all__ = ["GreedyRequest", "build_greedy_graph", "greedy_request"]
+def _greedy_request(call: _Call) -> GreedyRequest | Refusal:
+    fields = _loop_fields(call)
+    return fields if isinstance(fields, tuple) else GreedyRequest(**fields)
+
+
+def greedy_request(
+    model: Any, inputs: Any, generation_config: Any, kwargs: dict[str, Any]
+) -> GreedyRequest | Refusal:
+    """A [`GreedyRequest`] when `model.generate(inputs, generation_config, **kwargs)` is plain greedy search,
+    else `(reason key, message)`."""
+    return _greedy_request(_Call.resolve(model, inputs, generation_config, kwargs))
+
+
+def _eos_blocked_steps(config: Any) -> int | None:
+    """How many first steps the MinLength / MinNewTokensLength processors give the eos ids -inf; None unless
+    both fields are ints (or None).
+
+    At iteration t (0-based) the sequence holds 1 + t ids: MinLength masks while `1 + t < min_length`,
+    MinNewTokensLength while `t < min_new_tokens`; `_prepare_generated_length` first sets `min_length =
+    min_new_tokens + 1` when `min_new_tokens` is given. Each processor exists only when its field is > 0.
+    """
+    min_new, min_length = config.min_new_tokens, config.min_length
+    if not all(value is None or _is_int(value) for value in (min_new, min_length)):
+        return None
+    if min_new is not None:
+        min_length = min_new + 1
+    blocked = 0
+    if min_length is not None and min_length > 0:
+        blocked = max(blocked, min_length - 1)
+    if min_new is not None and min_new > 0:
+        blocked = max(blocked, min_new)
+    return blocked
+
+
+def _divisors(lengths: list[int], length_penalty: float) -> np.ndarray:
+    """`length ** length_penalty` for each length, in Python as `_beam_search` computes it, then rounded to
+    float32 as torch does when it divides a float32 tensor by that Python number."""
+    with np.errstate(over="ignore"):  # inf in float32, as in torch
+        return np.array([float(length**length_penalty) for length in lengths], dtype=np.float32)
+
+
+def _beam_request(call: _Call) -> BeamRequest | Refusal:
+    fields = _loop_fields(call, BEAM_SERVED, BEAM_NEUTRAL_VALUES)
+    if isinstance(fields, tuple):
+        return fields
+    config = call.config
+    num_beams = config.num_beams
+    returned = 1 if config.num_return_sequences is None else config.num_return_sequences
+    if not (_is_int(num_beams) and _is_int(returned) and 1 <= returned <= num_beams):
+        # generate() raises on more hypotheses than beams
+        return "num_return_sequences", f"num_return_sequences={returned!r} with num_beams={num_beams!r}"
+    early_stopping = config.early_stopping
+    if not (early_stopping is None or isinstance(early_stopping, bool) or early_stopping == "never"):
+        return "early_stopping", f"early_stopping={early_stopping!r}"
+    penalty = config.length_penalty
+    if not isinstance(penalty, (int, float)) or isinstance(penalty, bool) or not math.isfinite(penalty):
+        return "length_penalty", f"length_penalty={penalty!r}"
+    blocked = _eos_blocked_steps(config)
+    if blocked is None:
+        return "min_length", f"min_length={config.min_length!r}, min_new_tokens={config.min_new_tokens!r}"
+    if not fields["use_cache"]:
+        return "use_cache", "use_cache=False"
+    eos = fields["eos_token_id"]
+    keep = max(2, 1 + len(eos)) * num_beams
+    vocab = call.model.config.resolved_decoder_vocab_size
+    if vocab - len(eos) < keep:  # see "Tie order" in `build_beam_graph`
+        return "vocabulary", (
+            f"{vocab} ids, fewer than beams_to_keep={keep} besides the eos ids: beams would be chosen among tied "
+            "masked scores, whose order torch.topk leaves open"
+        )
+    new_tokens = fields["max_new_tokens"]
+    lengths = list(range(1, new_tokens + 1))  # iteration t: cur_len + 1 - prompt length = t + 1
+    hypothetical = [new_tokens] * new_tokens if early_stopping == "never" and penalty > 0.0 else lengths
+    try:
+        length_divisors, heuristic_divisors = _divisors(lengths, penalty), _divisors(hypothetical, penalty)
+    except OverflowError:
+        return "length_penalty", f"length_penalty={penalty!r} (length ** length_penalty overflows)"
+    return_dict = fields["return_dict"]
+    # `_beam_search` fills with `pad_token_id or eos_token_id[0]`: a pad id of 0 is falsy, so eos fills then
+    fill = fields["pad_token_id"] or int(eos[0])
+    return BeamRequest(
+        **fields,
+        num_beams=num_beams,
+        num_return_sequences=returned,
+        min_new_tokens=blocked,
+        length_divisors=length_divisors,
+        heuristic_divisors=heuristic_divisors,
+        early_stopping=early_stopping is True,
+        fill_token_id=fill,
+        output_scores=return_dict and bool(config.output_scores),
+        output_logits=return_dict and bool(config.output_logits),
+    )
+
+
+def beam_request(
+    model: Any, inputs: Any, generation_config: Any, kwargs: dict[str, Any]
+) -> BeamRequest | Refusal:
+    """A [`BeamRequest`] when `model.generate(inputs, generation_config, **kwargs)` is beam search that the
+    beam-search graph reproduces, else `(reason key, message)`.
+
+    Served: any `num_beams > 1`, `num_return_sequences <= num_beams`, `length_penalty` (finite),
+    `early_stopping` False / True / "never", `max_new_tokens` / `max_length`, `min_length` / `min_new_tokens`,
+    `return_dict_in_generate` with `output_scores` / `output_logits`. Everything else (sampling, other logits
+    processors, stopping criteria, attentions) is refused, as for greedy search.
+    """
+    call = _Call.resolve(model, inputs, generation_config, kwargs)
+    if not (call.config.num_beams is not None and call.config.num_beams > 1):
+        return "num_beams", f"num_beams={call.config.num_beams!r}"
+    return _beam_request(call)
+
+
+def loop_request(
+    model: Any, inputs: Any, generation_config: Any, kwargs: dict[str, Any]
+) -> tuple[str, GreedyRequest | BeamRequest | Refusal]:
+    """`(GREEDY or BEAM_SEARCH, the request or why not)`: which Loop the call's search is for (`num_beams`
+    above 1 is beam search), and whether that Loop serves it."""
+    call = _Call.resolve(model, inputs, generation_config, kwargs)
+    num_beams = call.config.num_beams
+    if num_beams is not None and num_beams > 1:
+        return BEAM_SEARCH, _beam_request(call)
+    return GREEDY, _greedy_request(call)
+
+
+__all__ = [
+    "BeamRequest",
+    "GreedyRequest",
+    "LoopRequest",
+    "beam_request",
+    "build_beam_graph",
+    "build_greedy_graph",
+    "greedy_request",
+    "loop_request",
+]
