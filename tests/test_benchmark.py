@@ -186,17 +186,25 @@ def test_compare_times_our_onnx_latency_against_their_pytorch_latency(capsys, tm
     )
     for name in ("onnx_export.py", "modeling_ort.py"):
         (tmp_path / "hf_seq2seq_attn" / "serving" / name).unlink()
-    argv = [*QUICK, "--repeats", "2", "--only", "onnx_fp32,onnx_int8", "--compare_with", str(tmp_path)]
+    only = "onnx_fp32,onnx_int8,onnx_int8_beam"
+    argv = [*QUICK, "--repeats", "2", "--only", only, "--compare_with", str(tmp_path)]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    (theirs,) = rows(lines, "compare", "theirs", "latency")
-    for figure in ("onnx_fp32", "onnx_int8"):
+    for figure, theirs_figure, unit in (
+        ("onnx_fp32", "latency", "ms/sentence"),
+        ("onnx_int8", "latency", "ms/sentence"),
+        ("onnx_int8_beam", "beam", "new_tokens/s"),  # the beam search Loop against their PyTorch beam search
+    ):
+        (theirs,) = rows(lines, "compare", "theirs", theirs_figure)
         (ours,) = rows(lines, "compare", "ours", figure)
-        (ratio,) = [line for line in lines if line.startswith("ratio") and f"{figure}/latency" in line]
-        ours_ms, theirs_ms = metrics(ours)["ms/sentence"], metrics(theirs)["ms/sentence"]
+        (ratio,) = [
+            line for line in lines if line.startswith("ratio") and f"{figure}/{theirs_figure}" in line
+        ]
         # The ratio is computed from the printed figures (rounded to 3 significant digits).
-        assert float(ratio.split()[5]) == pytest.approx(ours_ms / theirs_ms, rel=0.02), ratio
+        expected = metrics(ours)[unit] / metrics(theirs)[unit]
+        assert float(ratio.split()[5]) == pytest.approx(expected, rel=0.02), ratio
     assert not rows(lines, "compare", "ours", "latency"), "only the asked figures run on our side"
+    assert not rows(lines, "compare", "ours", "beam")
     assert set(floor_rows(lines)) == {
         "decoder step, batch 1",
         "onnx_fp32 ours",
@@ -218,6 +226,34 @@ def test_compare_times_onnx_on_both_sides_where_the_other_checkout_has_it(capsys
         assert len(rows(lines, "compare", side, figure)) == 1, (side, figure)
     labels = [line.split()[2] for line in lines if line.startswith("ratio")]
     assert labels == ["onnx_int8/latency", "onnx_int8"]
+
+
+def test_compare_shape_joey_times_the_luong_input_feeding_decoder(capsys, tmp_path):
+    """`--compare_shape joey`: both workers time the default sizes with a Luong-style decoder and input feeding."""
+    from hf_seq2seq_attn.benchmark.workload import compare_arch
+
+    shutil.copytree(
+        REPO / "hf_seq2seq_attn", tmp_path / "hf_seq2seq_attn", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    argv = [
+        *QUICK,
+        "--repeats",
+        "1",
+        "--only",
+        "latency",
+        "--compare_shape",
+        "joey",
+        "--compare_with",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (arch,) = [line for line in lines if line.startswith("arch")]
+    assert arch.split()[2] == "joey"
+    config = compare_arch("joey", quick=True).config()
+    assert (config.decoder_style, config.input_feeding, config.attention_type) == ("luong", True, "additive")
+    for side in ("ours", "theirs"):
+        assert len(rows(lines, "compare", side, "latency")) == 1
 
 
 @pytest.mark.slow

@@ -29,11 +29,17 @@ from .generation import generate_fn, one_at_a_time_fn
 from .report import fmt
 from .timing import time_once
 from .training import ours_train_step
-from .workload import Arch, Bench, Workload, make_archs, workload_of
+from .workload import Arch, Bench, Workload, compare_arch, workload_of
 
 # `--compare_with` figures timed on our side only (the other checkout may have no ONNX export), each
-# against the other side's figure named here: our ONNX Runtime batch-1 latency vs their PyTorch one.
-OURS_ONLY = {"onnx_fp32": "latency", "onnx_int8": "latency"}
+# against the other side's figure named here: our ONNX Runtime batch-1 latency vs their PyTorch one, and
+# our ONNX Runtime beam search (the serving path) vs their PyTorch beam search.
+OURS_ONLY = {
+    "onnx_fp32": "latency",
+    "onnx_int8": "latency",
+    "onnx_fp32_beam": "beam",
+    "onnx_int8_beam": "beam",
+}
 # The batch-1 figures printed against the floor (`floor.py`), each with whether its weights are int8.
 COMPARE_FLOORS = {"latency": False, "onnx_fp32": False, "onnx_int8": True}
 REPLY_PREFIX = "@bench-worker "
@@ -55,14 +61,13 @@ Seconds = dict[tuple[str, str], list[float]]  # (figure, side) -> seconds of eac
 
 def compare_units(workload: Workload) -> dict[str, tuple[int, str]]:
     """Per figure of COMPARE_FIGURES: the work units of one timed call and the figure's unit."""
-    latency = (workload.sentences, "ms/sentence")
-    return {
+    units = {
         "train": (workload.batch * workload.tgt_len, "tokens/s"),
         "greedy": (workload.gen_batch * workload.new_tokens, "new_tokens/s"),
         "beam": (workload.beam_batch * workload.new_tokens, "new_tokens/s"),
-        "latency": latency,
-        **{figure: latency for figure in OURS_ONLY},
+        "latency": (workload.sentences, "ms/sentence"),
     }
+    return units | {figure: units[theirs] for figure, theirs in OURS_ONLY.items()}
 
 
 def compare_jobs(
@@ -92,6 +97,9 @@ def compare_jobs(
             figure = backend.replace("-", "_")  # onnx-fp32 -> onnx_fp32
             if figure in onnx_figures:
                 jobs[figure] = one_at_a_time_fn(runner, sentences, work.new_tokens)
+            if f"{figure}_beam" in onnx_figures:  # the beam search Loop graph
+                batch = bench.ids(work.beam_batch, work.src_len, vocab)
+                jobs[f"{figure}_beam"] = generate_fn(runner, batch, work.new_tokens, work.num_beams)
     return jobs
 
 
@@ -119,7 +127,8 @@ def worker_main(argv: list[str]) -> int:
     transformers.logging.set_verbosity_error()
     bench = Bench(torch.device("cpu"), 1, setup["warmup"], workload_of(setup["quick"]), baseline=False)
     with contextlib.ExitStack() as stack:
-        jobs = compare_jobs(bench, make_archs(setup["quick"])[0], setup["figures"], stack)
+        arch = compare_arch(setup.get("shape", "default"), setup["quick"])
+        jobs = compare_jobs(bench, arch, setup["figures"], stack)
         for name in setup["figures"]:
             for _ in range(setup["warmup"]):
                 jobs[name]()
@@ -239,12 +248,14 @@ def run_compare(
     warmup: int,
     quick: bool,
     other_python: str = sys.executable,
+    shape: str = "default",
 ) -> dict[str, dict[str, float]]:
     """Time `figures` in two workers (ours, and the package in `other` run by the interpreter
     `other_python`, e.g. of a venv with another transformers), alternating which goes first in each round;
     print one row per side and figure and the ours/theirs ratios; return the medians
     `{figure: {"ours": value, "theirs": value}}`. A figure of OURS_ONLY is compared with the other side's
-    figure it names (PyTorch latency, which is then timed too), and, where the other checkout has an ONNX
+    figure it names (PyTorch latency or beam search, which is then timed too; `shape` is one of
+    `workload.COMPARE_SHAPES`), and, where the other checkout has an ONNX
     export, also with its own ONNX figure (e.g. the same package under two transformers releases)."""
     # Searched for, not looked up at one path: the module may sit in a subfolder of the other checkout's package.
     theirs_onnx = any((other / "hf_seq2seq_attn").rglob("onnx_export.py"))
@@ -253,7 +264,13 @@ def run_compare(
     sides: list[Worker] = []
     try:
         for name, root, python in (("ours", package_root(), sys.executable), ("theirs", other, other_python)):
-            setup = {"threads": threads, "quick": quick, "warmup": warmup, "figures": plan[name]}
+            setup = {
+                "threads": threads,
+                "quick": quick,
+                "warmup": warmup,
+                "figures": plan[name],
+                "shape": shape,
+            }
             sides.append(Worker(name, root, setup, python))
         for worker in sides:
             worker.ready()

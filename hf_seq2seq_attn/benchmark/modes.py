@@ -26,7 +26,7 @@ from .floor import measure_peaks
 from .options import COMPARE_FIGURES, FIGURES, NEEDS, ArgumentError
 from .report import print_data_header, print_header
 from .training import memory_step
-from .workload import Bench, make_archs, workload_of
+from .workload import Bench, compare_arch, make_archs, workload_of
 
 
 def check_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -102,7 +102,7 @@ def figures_mode(args: argparse.Namespace) -> int:
 def compare_mode(args: argparse.Namespace) -> int:
     """`--compare_with`: the compare figures side by side, once per thread count; 1 when a worker dies
     (e.g. the other checkout's package does not import)."""
-    archs = make_archs(args.quick)[:1]  # what the workers run
+    archs = [compare_arch(args.compare_shape, args.quick)]  # what the workers run
     print_header(
         torch.device("cpu"), args.repeats, args.warmup, workload_of(args.quick), archs, baseline=False
     )
@@ -124,6 +124,7 @@ def compare_mode(args: argparse.Namespace) -> int:
                 args.warmup,
                 args.quick,
                 args.compare_python,
+                args.compare_shape,
             )
             if peaks is not None:
                 print_compare_floors(bench, archs[0], values, peaks, threads)

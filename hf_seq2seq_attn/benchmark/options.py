@@ -13,7 +13,18 @@ from pathlib import Path
 FIGURES = ("matmul", "bandwidth", "train", "mfu", "greedy", "beam", "latency", "step", "memory", "backends")
 # figures computed from other figures; the batch-1 ones print their floors from the machine's peaks
 NEEDS = {"mfu": ("train", "matmul"), "latency": ("matmul", "bandwidth"), "backends": ("matmul", "bandwidth")}
-COMPARE_FIGURES = ("train", "greedy", "beam", "latency", "onnx_fp32", "onnx_int8")
+# `--compare_shape`: the architectures a `--compare_with` run can time (`workload.compare_arch`).
+COMPARE_SHAPES = ("default", "joey")
+COMPARE_FIGURES = (
+    "train",
+    "greedy",
+    "beam",
+    "latency",
+    "onnx_fp32",
+    "onnx_int8",
+    "onnx_fp32_beam",
+    "onnx_int8_beam",
+)
 # The data section's default corpus sizes (pairs).
 DEFAULT_PAIRS = (1_000_000, 4_000_000)
 DEFAULT_BASELINE_PAIRS = (250_000, 500_000)
@@ -89,6 +100,13 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"run {','.join(COMPARE_FIGURES)} side by side with the package in checkout DIR (CPU) and print "
         "ours/theirs ratios, instead of the other figures",
+    )
+    parser.add_argument(
+        "--compare_shape",
+        choices=COMPARE_SHAPES,
+        default="default",
+        help="the architecture a --compare_with run times: the default shape, or joey (the same sizes with a "
+        "Luong-style decoder and input feeding, as Joey NMT's RNN)",
     )
     parser.add_argument(
         "--compare_python",

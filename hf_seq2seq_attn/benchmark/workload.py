@@ -13,6 +13,7 @@ import torch
 # `hf_seq2seq_attn`, whose model it must time (see `compare.WORKER_BOOT`).
 from hf_seq2seq_attn import Seq2SeqAttnConfig, Seq2SeqAttnForConditionalGeneration
 
+from .options import COMPARE_SHAPES
 from .reference_d2l import RefSeq2Seq
 from .timing import time_it
 
@@ -125,6 +126,23 @@ def make_archs(quick: bool) -> list[Arch]:
         ),
     )
     return [default, d2l]
+
+
+def compare_arch(shape: str, quick: bool) -> Arch:
+    """The architecture a `--compare_with` run times (its other side has no d2l rows, so no baseline):
+
+    default  the default shape of [`make_archs`] (Bahdanau-style decoder).
+    joey     the same sizes in Joey NMT's RNN order: a Luong-style decoder with input feeding (attention
+             after the RNN step, the attentional vector fed to the next step), additive attention.
+    """
+    default = make_archs(quick)[0]
+    if shape == "default":
+        return default
+    if shape == "joey":
+        return Arch(
+            "joey", ours={**default.ours, "decoder_style": "luong", "input_feeding": True}, baseline={}
+        )
+    raise ValueError(f"unknown compare shape {shape!r}; one of {', '.join(COMPARE_SHAPES)}")
 
 
 @dataclass

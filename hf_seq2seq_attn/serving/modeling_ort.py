@@ -10,11 +10,11 @@ ONNX Runtime reads and writes directly; of each step's outputs, only the logits 
 become torch tensors.
 
 Plain greedy search (one beam, no sampling, no logits processor or extra stopping criterion active: see
-[`onnx_loop.greedy_request`]) skips that per-token Python: [`Seq2SeqAttnOnnxModel.generate`] runs the encoder,
+[`loop_requests.greedy_request`]) skips that per-token Python: [`Seq2SeqAttnOnnxModel.generate`] runs the encoder,
 the initial state, and then one ONNX `Loop` graph that decodes every token inside ONNX Runtime
 ([`onnx_loop.build_greedy_graph`], composed from the step graph when the model first decodes greedily). So does
-beam search ([`onnx_loop.beam_request`]: any number of beams, length penalty, early stopping, n-best lists,
-min/max lengths, scores; [`onnx_loop.build_beam_graph`]). The ids are those `GenerationMixin.generate()` gives;
+beam search ([`loop_requests.beam_request`]: any number of beams, length penalty, early stopping, n-best lists,
+min/max lengths, scores; [`onnx_beam_loop.build_beam_graph`]). The ids are those `GenerationMixin.generate()` gives;
 any other request goes through `GenerationMixin.generate()`, and the model logs once (at INFO) why.
 
 Shapes as in `modeling_seq2seq_attn.py`: B batch, S source length, T target length, L decoder
@@ -54,6 +54,8 @@ from ..core.modeling_seq2seq_attn import (
     source_mask,
     take_cache,
 )
+from .loop_requests import BEAM_SEARCH, GREEDY, BeamRequest, GreedyRequest, loop_request
+from .onnx_beam_loop import BEAM_OUTPUTS, build_beam_graph
 from .onnx_export import (
     GRAPH_NAMES,
     MANIFEST_FIELDS,
@@ -65,17 +67,7 @@ from .onnx_export import (
     STATE_FIELDS,
     require,
 )
-from .onnx_loop import (
-    BEAM_OUTPUTS,
-    BEAM_SEARCH,
-    GREEDY,
-    GREEDY_OUTPUT,
-    BeamRequest,
-    GreedyRequest,
-    build_beam_graph,
-    build_greedy_graph,
-    loop_request,
-)
+from .onnx_loop import GREEDY_OUTPUT, build_greedy_graph
 
 logger = logging.getLogger(__name__)
 

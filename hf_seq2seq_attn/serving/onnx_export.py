@@ -18,8 +18,9 @@ hidden, E embedding, N heads, D per-head width, V target vocabulary):
   calls `model.model.decoder(ids, cache)` with T = 1 and then `model.lm_head`, so it follows the
   model's own code for every `rnn_type`, `attention_type`, head count and `decoder_style`.
 
-Greedy search needs no fourth file: `onnx_loop.py` wraps `decoder_step.onnx` in an ONNX `Loop` when the
-runtime model first decodes greedily, so folders exported before it appeared work unchanged.
+Greedy and beam search need no fourth file: `onnx_loop.py` and `onnx_beam_loop.py` wrap `decoder_step.onnx`
+in an ONNX `Loop` when the runtime model first decodes that way, so folders exported before they appeared
+work unchanged.
 
 Beside them: `config.json`, `generation_config.json`, the tokenizer files (when a tokenizer is given)
 and `onnx_config.json`, which lists the graphs (`"fp32"` and, with `int8=True`, `"int8"`) and the
