@@ -3,7 +3,7 @@
 
     python scripts/explorer_figures.py --model outputs/bible --screenshot model_cards/explorer.png
 
-Serves the page from this process (one model) and drives headless Chromium (`pip install selenium`,
+Serves the page from this process (one model, `--threads` torch threads) and drives headless Chromium (`pip install selenium`,
 `apt-get install chromium chromium-driver`; see tests/browser_helpers.py). Each time is measured inside the
 browser (`performance.now()`), from the click until what it asked for is drawn, the old drawing removed
 first; two sentences alternate so every click draws something new. Printed as medians of `--repeats`:
@@ -26,6 +26,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the shared browser helpers
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -144,8 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--num_beams", type=int, default=5)
     parser.add_argument("--screenshot", help="write the page's screenshot (PNG) here")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the app (default 1: Chromium needs a core too)",
+    )
     args = parser.parse_args(argv)
 
+    torch.set_num_threads(args.threads)
     options = {"allow_model_change": False}
     if args.neighbors:
         options |= {"neighbors": args.neighbors, "neighbors_max": args.neighbors_max}
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     demo = start_app([args.model], port, **options)
     print(f"page built in {time.perf_counter() - started:.1f} s (neighbour index included)", flush=True)
-    driver = make_driver()
+    driver = make_driver(network_log=False)
     try:
         driver.get(f"http://127.0.0.1:{port}/")
         wait_for(driver, lambda d: css(d, "#s2sa-source textarea"), "the page did not render")

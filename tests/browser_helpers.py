@@ -36,8 +36,10 @@ class BrowserMissing(RuntimeError):
     """Selenium or the system's Chromium is not installed."""
 
 
-def make_driver(width: int = 1400, height: int = 1000):
-    """Headless Chromium with a fresh profile and the network log on (to prove the page loads offline).
+def make_driver(width: int = 1400, height: int = 1000, network_log: bool = True):
+    """Headless Chromium with a fresh profile, and the network log on (to prove the page loads offline)
+    unless `network_log` is False: it keeps every message of the page's event stream, so timings made with
+    it on slow down as it grows.
 
     Raises:
         [`BrowserMissing`]: naming what to install.
@@ -54,7 +56,8 @@ def make_driver(width: int = 1400, height: int = 1000):
     for flag in (*CHROMIUM_FLAGS, f"--window-size={width},{height}"):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}")
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    if network_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 

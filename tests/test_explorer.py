@@ -381,6 +381,24 @@ def test_beam_tree_handlers_show_the_leaf_heatmap():
         assert hidden[0]["visible"] is False and hidden[1:] == ("", "")
 
 
+def test_translate_with_tree_is_translate_then_the_tree_of_its_best_hypothesis(tmp_path):
+    """The Translate button's handler: the translation's outputs and its tree, in one event."""
+    from hf_seq2seq_attn.explorer import translate_with_tree
+
+    pytest.importorskip("gradio")
+    folder = save_sharp_model(tmp_path / "model")
+    cache = ModelCache()
+    outputs = translate_with_tree(cache, folder, SOURCE, "beam search", 4)
+    alone = translate(cache, folder, SOURCE, "beam search", 4)
+    assert len(outputs) == len(alone) + 3 and outputs[3:5] == alone[3:5]  # the same heat-map and alignment
+    exploration = outputs[len(alone) - 1]
+    box, tree, heatmap = outputs[len(alone) :]
+    assert box["visible"] is True and tree == beam_tree_html(exploration.beam_tree, 0)
+    assert (tree, heatmap) == beam_tree_view(exploration, 0, -1)[1:]
+    greedy = translate_with_tree(cache, folder, SOURCE, "greedy", 4)
+    assert greedy[-3]["visible"] is False and greedy[-2:] == ("", "")
+
+
 # --------------------------------------------------------------------------------------------
 # Input handling
 # --------------------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ The page is built from pure functions that are tested without a browser. Modules
                  [`neighbors_html`], [`token_neighbors_html`]; [`NeighborIndexes`] (one per model of the page)
     models.py    [`load_model`] (checked before anything loads) and the shared [`ModelCache`]
     handlers.py  the page's event handlers, plain functions of the model cache and the components' values:
-                 [`translate`], [`rerender`], [`change_model`], [`whatif_reset`], [`whatif_alternatives`],
-                 [`whatif_redecode`], [`beam_tree_view`], [`beam_tree_pick`], [`neighbors_view`]
+                 [`translate`], [`translate_with_tree`], [`rerender`], [`change_model`], [`whatif_reset`],
+                 [`whatif_alternatives`], [`whatif_redecode`], [`beam_tree_view`], [`beam_tree_pick`],
+                 [`neighbors_view`]
     app.py       [`build_app`] only lays out components and binds the handlers; [`launch_app`]
     space.py     [`write_space`], [`push_space`]: the app as a Hugging Face Space, with this package vendored
     cli.py       `seq2seq-attn explore`: [`build_parser`], [`main`] (standard library only until parsed)
@@ -110,6 +111,7 @@ _SUBMODULE_NAMES = {
         "position_choices",
         "rerender",
         "translate",
+        "translate_with_tree",
         "whatif_alternatives",
         "whatif_redecode",
         "whatif_reset",
@@ -175,6 +177,7 @@ __all__ = [
     "source_coverage",
     "step_attention",
     "token_neighbors_html",
+    "translate_with_tree",
     "whatif_alternatives",
     "whatif_redecode",
     "whatif_reset",

@@ -20,7 +20,7 @@ from .handlers import (
     model_header,
     neighbors_view,
     rerender,
-    translate,
+    translate_with_tree,
     whatif_alternatives,
     whatif_redecode,
     whatif_reset,
@@ -227,7 +227,7 @@ def _bind_column(cache: ModelCache, column: _Column, controls: _Controls) -> lis
 
     A new translation or n-best pick then offers the shown hypothesis' positions to the what-if box.
     Returns those events (a translation, an n-best pick), after which other boxes may follow."""
-    on_translate = _with_cache(translate, cache)
+    on_translate = _with_cache(translate_with_tree, cache)  # the tree in the same round trip
     reset = ([column.exploration, column.nbest], column.whatif.reset_outputs())
     box = column.beam_tree
     tree_outputs = [box.accordion, box.tree, box.heatmap]
@@ -236,10 +236,9 @@ def _bind_column(cache: ModelCache, column: _Column, controls: _Controls) -> lis
         translated = trigger(
             on_translate,
             [column.name, controls.source, controls.mode, controls.width],
-            column.translation_outputs(),
+            column.translation_outputs() + tree_outputs,
         )
         translated.then(whatif_reset, *reset)
-        translated.then(beam_tree_view, [column.exploration, column.nbest, column.head], tree_outputs)
         shown.append(translated)
     on_pick = _with_cache(rerender, cache)
     for selector in (column.nbest, column.head):

@@ -194,6 +194,19 @@ def beam_tree_view(
     return _update(visible=True), beam_tree_html(tree, index), heatmap
 
 
+def translate_with_tree(
+    cache: ModelCache, name: str, text: str, mode: str, width: float | None
+) -> tuple[Any, ...]:
+    """The Translate button: [`translate`], then [`beam_tree_view`] of its best hypothesis, in one event, so
+    the page draws the tree with the heat-map instead of waiting for a second round trip.
+
+    Returns:
+        [`translate`]'s outputs, then [`beam_tree_view`]'s.
+    """
+    outputs = translate(cache, name, text, mode, width)
+    return (*outputs, *beam_tree_view(outputs[-1], 0, -1))
+
+
 def beam_tree_pick(
     exploration: Exploration | None, head: int | None, data: dict[str, Any] | None
 ) -> tuple[str, str]:

@@ -17,11 +17,12 @@ decoder reads every position through attention; the mean does too, and exists fo
 vector the vocabulary projection reads, after attention), with the reference prefix forced: the same
 state Seq2Seq-Vis (Strobelt et al. 2018) compares. An output token of the typed sentence gets the state of
 the same computation over its own hypothesis, so "near" means "the decoder was in a similar state when it
-wrote this". There are ~35 tokens per Bible verse, so 30,000 pairs give ~1M vectors: states wider than
-[`TOKEN_DIMS`] are projected onto their top principal directions (the eigenvectors of the unit states'
-second moment, fitted on an evenly spread sample of [`FIT_PAIRS`] pairs) and stored in float16 (64 dims:
-~130 MB for 1M tokens instead of 1 GB at full width in float32). [`TokenIndex.kept`] says how much of the
-states' energy the projection keeps; states no wider than `TOKEN_DIMS` are kept whole (exact search).
+wrote this". There are ~30 tokens per Bible verse, so 30,000 pairs give ~0.9M vectors: states wider
+than [`TOKEN_DIMS`] are projected onto their top principal directions (the eigenvectors of the unit
+states' second moment, fitted on an evenly spread sample of [`FIT_PAIRS`] pairs) and stored in float16
+(64 dims and int32 rows and positions: 136 bytes a token, against 1 KB at full width 256 in float32).
+[`TokenIndex.kept`] says how much of the states' energy the projection keeps (84% for the `bible` recipe's
+model, E = 256); states no wider than `TOKEN_DIMS` are kept whole (exact search).
 
 The search is exact brute force over the stored vectors: one `(M, K) @ (K,)` matmul and a top-k for a
 sentence; chunks of [`SEARCH_CHUNK`] rows of `(N, D) @ (D, T)` for the T output tokens. Measured on the
@@ -66,7 +67,7 @@ TOKEN_DIMS = 64  # decoder states wider than this are projected to this many pri
 FIT_PAIRS = 2_000  # pairs whose decoder states fit that projection
 SEARCH_CHUNK = 1 << 18  # token vectors compared per matmul (bounds the float32 copy to ~64 MB)
 CACHE_FOLDER = "explorer_neighbors"
-CACHE_VERSION = 2  # bump when the vectors change meaning (pooling, normalisation, projection)
+CACHE_VERSION = 3  # bump when the vectors change meaning (pooling, normalisation, projection)
 
 
 @dataclass
@@ -97,8 +98,8 @@ class TokenIndex:
 
     Attributes:
         vectors (`torch.Tensor`): `(N, D)` float16, unit length (projected when `projection` is set).
-        rows (`torch.Tensor`): `(N,)` int64, the pair of each token.
-        positions (`torch.Tensor`): `(N,)` int64, the token's position in its pair's target.
+        rows (`torch.Tensor`): `(N,)` int32, the pair of each token.
+        positions (`torch.Tensor`): `(N,)` int32, the token's position in its pair's target.
         projection (`torch.Tensor`, *optional*): `(E, D)` float32 orthonormal columns; None = full width.
         kept (`float`): the fraction of the unit states' energy inside the projection (1.0 without one).
     """
@@ -332,7 +333,9 @@ def build_index(model: Any, tokenizer: Any, path: str, limit: int = NEIGHBORS_MA
         projection, kept = fit_projection(fitted.tokens, TOKEN_DIMS)
         logger.info("decoder states: %d dims keep %.1f%% of their energy", TOKEN_DIMS, 100 * kept)
     encoded = encode_pairs(model, source_rows, target_rows, projection, progress=True)
-    tokens = TokenIndex(encoded.tokens.half(), encoded.rows, encoded.positions, projection, kept)
+    # float16 vectors and int32 rows / positions: 136 bytes a token at 64 dims
+    rows, positions = encoded.rows.int(), encoded.positions.int()
+    tokens = TokenIndex(encoded.tokens.half(), rows, positions, projection, kept)
     return NeighborIndex(encoded.sentences, sources, targets, path, tokens)
 
 
@@ -513,7 +516,7 @@ def nearest_tokens(
     tokens = index.tokens
     queries = encode_pairs(model, [ids], [output_ids], tokens.projection).tokens  # (T, D)
     values, found = top_tokens(tokens.vectors, queries, k)  # (T, k)
-    rows, positions = tokens.rows[found].tolist(), tokens.positions[found].tolist()
+    rows, positions = tokens.rows[found].tolist(), tokens.positions[found].tolist()  # (T, k) each
     return [
         [
             TokenNeighbor(index.sources[row], index.targets[row], row, position, float(value))
