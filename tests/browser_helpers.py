@@ -1,6 +1,6 @@
 """Driving the explorer in a real browser: headless Chromium from the system packages, through Selenium.
 
-Shared by the browser tests and `scripts/explorer_figures.py`. Needs `pip install selenium` and
+Shared by the browser tests and `tests/explorer_figures.py`. Needs `pip install selenium` and
 `apt-get install chromium chromium-driver` (/usr/bin/chromium, /usr/bin/chromedriver); nothing is downloaded
 at run time (the driver path is given explicitly, so Selenium Manager never runs).
 """

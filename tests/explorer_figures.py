@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """The explorer's README figures, measured in a real browser: click-to-drawn-view times and the screenshot.
 
-    python scripts/explorer_figures.py --model outputs/bible --screenshot model_cards/explorer.png
+    python tests/explorer_figures.py --model outputs/bible --screenshot model_cards/explorer.png
+
+A measuring tool beside the browser helpers it shares with the tests (not a test: pytest does not collect it).
 
 Serves the page from this process (one model, `--threads` torch threads) and drives headless Chromium (`pip install selenium`,
-`apt-get install chromium chromium-driver`; see tests/browser_helpers.py). Each time is measured inside the
+`apt-get install chromium chromium-driver`; see browser_helpers.py). Each time is measured inside the
 browser (`performance.now()`), from the click until what it asked for is drawn, the old drawing removed
 first; two sentences alternate so every click draws something new. Printed as medians of `--repeats`:
 
@@ -23,13 +25,11 @@ import argparse
 import base64
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the shared browser helpers
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from browser_helpers import (  # noqa: E402
