@@ -157,6 +157,27 @@ def test_loop_returns_the_dict_and_cache_generate_returns(exported, monkeypatch)
         )
 
 
+def fallback_messages(model, tmp_path, monkeypatch, caplog, kwargs) -> list[str]:
+    """Export `model`, generate twice with `kwargs` (plus the padded source, 6 new tokens): each call goes
+    through `GenerationMixin.generate()` (forward is called) and gives PyTorch's ids. Returns the log's
+    "ONNX Loop (...)" messages, for the caller to check that the reason was logged once."""
+    onnx_model = Seq2SeqAttnOnnxModel.from_pretrained(export_onnx(model, tmp_path / "onnx"), num_threads=1)
+    input_ids, attention_mask = _source()
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=6) | kwargs
+    with caplog.at_level(logging.INFO, logger="hf_seq2seq_attn.serving.modeling_ort"):
+        for _ in range(2):
+            with _forward_calls(onnx_model, monkeypatch) as calls:
+                torch.manual_seed(3)
+                got = onnx_model.generate(**kwargs)
+            assert calls, "GenerationMixin.generate() decodes this request"
+    torch.manual_seed(3)
+    expected = model.generate(**kwargs)
+    if kwargs.get("return_dict_in_generate"):
+        got, expected = got.sequences, expected.sequences
+    assert torch.equal(got, expected)
+    return [record.getMessage() for record in caplog.records if "ONNX Loop (" in record.getMessage()]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -202,21 +223,7 @@ def test_loop_resolves_lengths_and_special_tokens_as_generate(exported, monkeypa
 def test_other_requests_fall_back_and_log_once(tmp_path, monkeypatch, caplog, kwargs, reason):
     torch.manual_seed(0)
     model = Seq2SeqAttnForConditionalGeneration(make_config()).eval()
-    onnx_model = Seq2SeqAttnOnnxModel.from_pretrained(export_onnx(model, tmp_path / "onnx"), num_threads=1)
-    input_ids, attention_mask = _source()
-    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=6, **kwargs)
-    with caplog.at_level(logging.INFO, logger="hf_seq2seq_attn.serving.modeling_ort"):
-        for _ in range(2):
-            with _forward_calls(onnx_model, monkeypatch) as calls:
-                torch.manual_seed(3)
-                got = onnx_model.generate(**kwargs)
-            assert calls, "GenerationMixin.generate() decodes this request"
-    torch.manual_seed(3)
-    expected = model.generate(**kwargs)
-    if kwargs.get("return_dict_in_generate"):
-        got, expected = got.sequences, expected.sequences
-    assert torch.equal(got, expected)
-    messages = [record.getMessage() for record in caplog.records if "ONNX Loop (" in record.getMessage()]
+    messages = fallback_messages(model, tmp_path, monkeypatch, caplog, kwargs)
     assert len(messages) == 1 and reason in messages[0], messages
 
 
