@@ -109,8 +109,9 @@ def test_fast_path_equals_textbook_steps(
 @pytest.mark.parametrize("style", list(FAST_PATHS))
 def test_forward_uses_the_textbook_step_for_one_token_and_a_fast_path_for_more(monkeypatch, style):
     decoder_style, input_feeding = style
+    # general attention: outside the hand-written Bahdanau backward's scope (tests/test_fused_recurrence.py)
     model, decoder, encoder_outputs, _ = build_decoder_inputs(
-        1, decoder_style=decoder_style, input_feeding=input_feeding
+        1, decoder_style=decoder_style, input_feeding=input_feeding, attention_type="general"
     )
     calls = []
     for name in ("step_by_step", *FAST_PATHS.values()):

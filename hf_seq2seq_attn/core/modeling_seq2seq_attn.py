@@ -43,7 +43,11 @@ from transformers import initialization as init
 from transformers.modeling_outputs import Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.utils import ModelOutput, logging
 
+# Relative imports as `from .x import`, not `from . import x`: transformers copies the files named that way
+# beside this one when it saves the model code for `trust_remote_code` loading.
 from .configuration_seq2seq_attn import Seq2SeqAttnConfig
+from .fused_loss import fused_loss_applies, linear_cross_entropy
+from .fused_recurrence import Workspace, fused_bahdanau, supports_fused_decoder
 
 logger = logging.get_logger(__name__)
 
@@ -611,6 +615,8 @@ class Seq2SeqAttnDecoder(nn.Module):
             dropout=config.rnn_dropout if config.decoder_layers > 1 else 0.0,
         )
         self.bridge = nn.Linear(key, config.decoder_layers * hid) if config.bridge == "linear" else None
+        # the training step's reusable buffer for `_fused_bahdanau` (not a parameter, not saved)
+        self.workspace: Workspace | None = Workspace()
 
     @property
     def rnn_layers(self) -> list[RNNLayer]:
@@ -840,6 +846,39 @@ class Seq2SeqAttnDecoder(nn.Module):
         )
         return features, new_cache, torch.cat(all_weights, dim=2)  # weights (B, N, T, S)
 
+    def _fused_bahdanau(
+        self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache
+    ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
+        """[`_fast_bahdanau`] with the hand-written backward of [`fused_recurrence.FusedBahdanau`] (one layer,
+        single-head additive score: see `fused_recurrence.supports_fused_decoder`). Same inputs, outputs and gradients."""
+        bottom, attention = self.rnn_layers[0], self.attention
+        emb = self.config.embedding_size
+        fused = self._fused_query_weights(bottom)
+        assert fused is not None and cache.keys.shape[1] == 1, "one head of the additive score"
+        states, contexts, weights, last_cell = fused_bahdanau(
+            self.config.rnn_type,
+            F.linear(embeddings, bottom.weight_ih[:, :emb], bottom.bias_ih),  # (B, T, G) W_ih[:, :E] e + b_ih
+            cache.keys.squeeze(1),  # (B, S, A)
+            cache.values.squeeze(1),  # (B, S, K)
+            cache.mask,
+            cache.hidden[0],
+            cache.cell[0] if cache.cell is not None else None,
+            fused.weight,
+            fused.bias,
+            bottom.weight_ih[:, emb:],  # (G, K) W_ih[:, E:], for c_t
+            cast(nn.Parameter, attention.energy)[0],  # (A,) v
+            self.workspace if torch.is_grad_enabled() else None,
+        )
+        # t_t = tanh(W_o [s_t; c_t; e(y_{t-1})]), all T at once
+        features = torch.tanh(self.readout(torch.cat([states, contexts, embeddings], dim=-1)))  # (B, T, E)
+        new_cache = cache.advance(
+            hidden=states[:, -1].unsqueeze(0),
+            cell=last_cell.unsqueeze(0) if last_cell is not None else None,
+            feed=None,
+            steps=embeddings.shape[1],
+        )
+        return features, new_cache, weights.unsqueeze(1)  # weights (B, 1, T, S)
+
     def _fast_luong_input_feeding(
         self, embeddings: torch.Tensor, cache: Seq2SeqAttnCache
     ) -> tuple[torch.Tensor, Seq2SeqAttnCache, torch.Tensor]:
@@ -909,6 +948,8 @@ class Seq2SeqAttnDecoder(nn.Module):
         embeddings = self.dropout(self.embed_tokens(decoder_input_ids))  # (B, T, E)
         if decoder_input_ids.shape[1] == 1:
             features, new_cache, weights = self.step_by_step(embeddings, cache)
+        elif supports_fused_decoder(self.config, self.training, embeddings.dtype):
+            features, new_cache, weights = self._fused_bahdanau(embeddings, cache)
         elif self.style == "bahdanau":
             features, new_cache, weights = self._fast_bahdanau(embeddings, cache)
         elif self.input_feeding:
@@ -1294,6 +1335,13 @@ def sequence_loss(
     """
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision sums badly
     total = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+    return per_token(total, labels, num_items_in_batch)
+
+
+def per_token(
+    total: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """A summed token loss divided by `num_items_in_batch`, or by this batch's labelled tokens when None."""
     if num_items_in_batch is None:
         num_items_in_batch = (labels != -100).sum().clamp(min=1)
     if isinstance(num_items_in_batch, torch.Tensor):
@@ -1345,7 +1393,15 @@ class Seq2SeqAttnGenerationMixin(GenerationMixin):
 
 
 class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Seq2SeqAttnGenerationMixin):
-    """[`Seq2SeqAttnModel`] plus the vocabulary projection, the loss, and `generate()`."""
+    """[`Seq2SeqAttnModel`] plus the vocabulary projection, the loss, and `generate()`.
+
+    Attributes:
+        fused_loss: when True (default), a training-mode call with `labels` and gradients computes the
+            vocabulary projection and the loss chunk by chunk with their gradient ([`fused_loss`]) and
+            returns `logits=None`; set it False to get the logits there too (the step is then slower).
+    """
+
+    fused_loss: bool = True
 
     def __init__(self, config: Seq2SeqAttnConfig):
         super().__init__(config)
@@ -1406,7 +1462,8 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Seq2SeqAtt
                 cross-entropy divided by the number of target tokens, or by `num_items_in_batch` when
                 `Trainer` passes it (so gradient accumulation averages over the whole effective batch).
         Returns:
-            [`Seq2SeqLMOutput`] with `logits` `(B, T, V)`.
+            [`Seq2SeqLMOutput`] with `logits` `(B, T, V)`; None in a training step with `labels` (see the
+            class's `fused_loss`), which never materialises them.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
@@ -1423,10 +1480,16 @@ class Seq2SeqAttnForConditionalGeneration(Seq2SeqAttnPreTrainedModel, Seq2SeqAtt
             cast("Seq2SeqAttnCache | None", take_cache(cache, kwargs)),
             output_hidden_states,
         )
-        logits = self.lm_head(decoded.features)  # (B, T, V)
-        loss = None
-        if labels is not None:
-            loss = sequence_loss(logits, labels, kwargs.get("num_items_in_batch"))
+        logits, loss = None, None
+        if labels is not None and self.fused_loss and fused_loss_applies(self.training, decoded.features):
+            total = linear_cross_entropy(
+                decoded.features.flatten(0, 1), self.lm_head.weight, self.lm_head.bias, labels.flatten()
+            )
+            loss = per_token(total, labels, kwargs.get("num_items_in_batch"))
+        else:
+            logits = self.lm_head(decoded.features)  # (B, T, V)
+            if labels is not None:
+                loss = sequence_loss(logits, labels, kwargs.get("num_items_in_batch"))
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
