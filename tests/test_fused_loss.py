@@ -75,3 +75,38 @@ def test_evaluation_and_no_grad_calls_still_return_logits():
     assert model(**batch).logits is not None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not fused_loss.fused_loss_applies(True, torch.zeros(1))
+
+
+def test_fifty_training_steps_follow_the_plain_paths():
+    """The fused decoder and loss against autograd through `_fast_bahdanau` and `F.cross_entropy`, over 50
+    steps of the optimizer `Trainer` uses by default: the same loss at every step (float64, so rounding
+    cannot grow into a real difference over the steps)."""
+    import hf_seq2seq_attn.core.modeling_seq2seq_attn as modeling
+
+    generator = torch.Generator().manual_seed(0)
+    source = padded_batch([7, 4, 6, 5], generator=generator)
+    labels = padded_batch([6, 3, 5, 6], generator=generator)
+    labels[labels == 0] = -100
+    curves = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = Seq2SeqAttnForConditionalGeneration(make_config(embedding_dropout=0.0)).double().train()
+        model.fused_loss = fused
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+        decoder_supported = modeling.supports_fused_decoder
+        losses = []
+        try:
+            if not fused:
+                modeling.supports_fused_decoder = lambda *args: False
+            for _ in range(50):
+                optimizer.zero_grad()
+                loss = model(input_ids=source, labels=labels).loss
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+        finally:
+            modeling.supports_fused_decoder = decoder_supported
+        curves.append(torch.tensor(losses, dtype=torch.float64))
+    plain, fused = curves
+    assert plain[-1] < 0.8 * plain[0]  # it learns, so the comparison covers a moving model
+    torch.testing.assert_close(fused, plain, rtol=1e-9, atol=1e-9)
