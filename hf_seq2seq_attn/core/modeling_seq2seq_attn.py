@@ -24,6 +24,9 @@ written line for line beside its step (`_fast_bahdanau`, `_fast_luong_input_feed
       `W_q s_{t-1}` and the top RNN layer's `W_hh s_{t-1}` share one matmul;
     * the Bahdanau read-out and the vocabulary projection (and the loss) run once over all steps;
     * the Luong decoder without input feeding runs its RNN over the whole target in one call.
+The default Bahdanau decoder (one layer, single-head additive score) goes one step further when training:
+`_fused_bahdanau` runs `_fast_bahdanau`'s loop with a hand-written backward (`fused_recurrence.py`), and the
+loss of a training step comes from `fused_loss.py` without materialising the logits.
 """
 
 from __future__ import annotations
