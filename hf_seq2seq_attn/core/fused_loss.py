@@ -61,20 +61,20 @@ class LinearCrossEntropy(torch.autograd.Function):
         """
         rows = (labels != IGNORE_INDEX).nonzero().squeeze(1)  # (M,)
         kept, targets = features.index_select(0, rows), labels.index_select(0, rows)  # (M, E), (M,)
-        if bias is not None:
-            # the bias as one more input column: `addmm` would first copy the broadcast bias into every
-            # chunk's logits, a pass over 4 MB that cost as much as the exponentials
-            kept = torch.cat([kept, kept.new_ones(kept.shape[0], 1)], dim=1)  # (M, E + 1)
-            weight_b = torch.cat([weight, bias.unsqueeze(1)], dim=1)  # (V, E + 1)
-        else:
-            weight_b = weight
-        grad_kept = torch.empty(kept.shape[0], weight.shape[1], dtype=kept.dtype, device=kept.device)
-        grad_weight_b = torch.zeros_like(weight_b)
+        grad_kept = torch.empty_like(kept)
+        grad_weight = torch.zeros_like(weight)
+        grad_bias = torch.zeros_like(bias) if bias is not None else None
         total = features.new_zeros(())
+        # (E, V) once: the chunks' `x @ weight_t` then run as plain (NN) products, ~10% faster than `x @ weight.T`
+        weight_t = weight.t().contiguous()
         for start in range(0, kept.shape[0], CHUNK_ROWS):
-            x = kept[start : start + CHUNK_ROWS]  # (C, E [+ 1])
+            x = kept[start : start + CHUNK_ROWS]  # (C, E)
             target = targets[start : start + CHUNK_ROWS]  # (C,)
-            logits = x @ weight_b.t()  # (C, V)
+            # mm, then the bias: `addmm` first copies the broadcast bias into the output, a slow pass; and
+            # folding the bias in as an extra input column made the product's K odd (257), which cost more.
+            logits = torch.mm(x, weight_t)  # (C, V)
+            if bias is not None:
+                logits += bias
             shift = logits.amax(dim=-1, keepdim=True)  # (C, 1)
             target_logit = logits.gather(1, target[:, None])
             exps = logits.sub_(shift).exp_()  # in place: the chunk's only (C, V) tensor
@@ -84,11 +84,12 @@ class LinearCrossEntropy(torch.autograd.Function):
             scale = norm.reciprocal()
             grad_x = torch.mm(exps, weight, out=grad_kept[start : start + CHUNK_ROWS]).mul_(scale)
             grad_x -= weight.index_select(0, target)
-            grad_weight_b.addmm_(exps.t(), x * scale)
-            grad_weight_b.index_add_(0, target, x, alpha=-1)
+            grad_weight.addmm_(exps.t(), x * scale)
+            grad_weight.index_add_(0, target, x, alpha=-1)
+            if grad_bias is not None:
+                grad_bias.addmv_(exps.t(), scale.squeeze(1))
+                grad_bias.index_add_(0, target, scale.new_ones(target.shape[0]), alpha=-1)
         grad_features = torch.zeros_like(features).index_copy_(0, rows, grad_kept)
-        grad_weight = grad_weight_b[:, : weight.shape[1]]
-        grad_bias = grad_weight_b[:, -1] if bias is not None else None
         ctx.save_for_backward(grad_features, grad_weight, grad_bias)
         ctx.has_bias = bias is not None
         return total
