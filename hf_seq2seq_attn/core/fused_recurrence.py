@@ -123,25 +123,35 @@ def cell_backward(
     new_cell: torch.Tensor | None,
     grad_hidden: torch.Tensor,
     grad_cell: torch.Tensor | None,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
-    """The gradients of one [`cell_forward`] step.
+    out_x: torch.Tensor,
+    out_h: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The gradients of one [`cell_forward`] step, the gates' written straight into the caller's buffers
+    (each gate's `(B, H)` block by `out=`: a `cat` into a buffer slice was a slow strided copy).
 
     Args:
         trace: the step's [`CellTrace`]; hidden, cell: its input state; new_cell: its output cell (LSTM).
         grad_hidden, grad_cell: `(B, H)` gradients of the new hidden and cell (cell LSTM only).
+        out_x, out_h: `(B, G)` where the gradients of `gates_x` and `gates_h` go.
     Returns:
-        the gradients of `gates_x` and of `gates_h`, each as the `(B, H)` blocks of its gates (the caller
-        concatenates them into its buffers); those of the previous hidden and cell `(B, H)` through the
-        cell's arithmetic alone, not through `W_hh` (None where there is no such path).
+        the gradients of the previous hidden and cell `(B, H)` through the cell's arithmetic alone, not
+        through `W_hh` (None where there is no such path).
     """
+    size = grad_hidden.shape[-1]
+
+    def block(out: torch.Tensor, index: int) -> torch.Tensor:
+        return out[:, index * size : (index + 1) * size]
+
     if rnn_type == "gru":
         reset, update, candidate, h_n = trace
         assert update is not None and candidate is not None and h_n is not None
         # s' = n + z (s - n),  n = tanh(x_n + r h_n),  r = sigma(x_r + h_r),  z = sigma(x_z + h_z)
-        d_pre_n = grad_hidden * (1 - update) * (1 - candidate * candidate)
-        d_pre_r = d_pre_n * h_n * reset * (1 - reset)
-        d_pre_z = grad_hidden * (hidden - candidate) * update * (1 - update)
-        return [d_pre_r, d_pre_z, d_pre_n], [d_pre_r, d_pre_z, d_pre_n * reset], grad_hidden * update, None
+        d_pre_n = torch.mul(grad_hidden * (1 - update), 1 - candidate * candidate, out=block(out_x, 2))
+        torch.mul(d_pre_n * h_n, reset * (1 - reset), out=block(out_x, 0))
+        torch.mul(grad_hidden * (hidden - candidate), update * (1 - update), out=block(out_x, 1))
+        out_h[:, : 2 * size] = out_x[:, : 2 * size]  # r and z: the same gradient on both sides
+        torch.mul(d_pre_n, reset, out=block(out_h, 2))
+        return grad_hidden * update, None
     if rnn_type == "lstm":
         i, f, o, g = trace
         assert f is not None and o is not None and g is not None and cell is not None and new_cell is not None
@@ -149,16 +159,16 @@ def cell_backward(
         # c' = f c + i g,  h' = o tanh(c')
         tanh_cell = torch.tanh(new_cell)
         d_cell = grad_cell + grad_hidden * o * (1 - tanh_cell * tanh_cell)
-        grad_gates = [
-            d_cell * g * i * (1 - i),
-            d_cell * cell * f * (1 - f),
-            d_cell * i * (1 - g * g),
-            grad_hidden * tanh_cell * o * (1 - o),
-        ]
-        return grad_gates, grad_gates, None, d_cell * f
+        torch.mul(d_cell * g, i * (1 - i), out=block(out_x, 0))
+        torch.mul(d_cell * cell, f * (1 - f), out=block(out_x, 1))
+        torch.mul(d_cell * i, 1 - g * g, out=block(out_x, 2))
+        torch.mul(grad_hidden * tanh_cell, o * (1 - o), out=block(out_x, 3))
+        out_h.copy_(out_x)
+        return None, d_cell * f
     new_hidden = trace.a
-    grad_gates = [grad_hidden * (1 - new_hidden * new_hidden)]
-    return grad_gates, grad_gates, None, None
+    torch.mul(grad_hidden, 1 - new_hidden * new_hidden, out=out_x)
+    out_h.copy_(out_x)
+    return None, None
 
 
 class Workspace:
@@ -331,10 +341,18 @@ class FusedBahdanau(torch.autograd.Function):
             if grad_states is not None:
                 grad_hidden = grad_hidden + grad_states[:, t]
             cell_in, cell_out = (cells_tm[t], cells_tm[t + 1]) if cells_tm is not None else (None, None)
-            parts_x, parts_h, grad_prev, grad_cell = cell_backward(
-                rnn_type, traces[t], states_tm[t], cell_in, cell_out, grad_hidden, grad_cell
+            grad_gates_x, grad_proj = grad_gates_x_tm[t], grad_proj_tm[t]  # (B, G), (B, G + A)
+            grad_prev, grad_cell = cell_backward(
+                rnn_type,
+                traces[t],
+                states_tm[t],
+                cell_in,
+                cell_out,
+                grad_hidden,
+                grad_cell,
+                grad_gates_x,
+                grad_proj[:, :gates],
             )
-            grad_gates_x = torch.cat(parts_x, dim=1, out=grad_gates_x_tm[t])  # (B, G)
             # c_t feeds the RNN input (W_c c_t) and the read-out
             if grad_contexts is not None:
                 grad_context = torch.addmm(
@@ -347,14 +365,13 @@ class FusedBahdanau(torch.autograd.Function):
             if grad_weights is not None:
                 grad_w = grad_w + grad_weights[:, t]
             grad_scores = weights * (grad_w - (weights * grad_w).sum(-1, keepdim=True))  # softmax backward
-            u = features[
-                t
-            ]  # (B, S, A); not overwritten: a second backward (retain_graph=True) reads it again
+            # (B, S, A); not overwritten: a second backward (retain_graph=True) reads it again
+            u = features[t]
             grad_energy.addmv_(u.flatten(0, 1).t(), grad_scores.flatten())
             slope = torch.addcmul(one, u, u, value=-1)  # 1 - u^2
-            grad_query = torch.bmm(grad_scores.unsqueeze(1), slope).squeeze(1).mul_(energy)  # (B, A)
+            grad_query = torch.bmm(grad_scores.unsqueeze(1), slope).squeeze(1)  # (B, A), before the v factor
+            torch.mul(grad_query, energy, out=grad_proj[:, gates:])
             grad_keys.addcmul_(grad_scores.unsqueeze(2), slope)
-            grad_proj = torch.cat([*parts_h, grad_query], dim=1, out=grad_proj_tm[t])  # (B, G + A)
             if grad_prev is None:
                 grad_hidden = grad_proj @ weight_f
             else:
