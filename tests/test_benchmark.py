@@ -27,8 +27,9 @@ from hf_seq2seq_attn.benchmark.floor import (
     step_weight_bytes,
 )
 from hf_seq2seq_attn.benchmark.flops import forward_flops, train_flops_per_step
-from hf_seq2seq_attn.benchmark.options import FIGURES
+from hf_seq2seq_attn.benchmark.options import DEFAULT_FIGURES, FIGURES
 from hf_seq2seq_attn.benchmark.timing import time_interleaved
+from hf_seq2seq_attn.benchmark.training import can_compile
 from hf_seq2seq_attn.benchmark.workload import QUICK_WORKLOAD, Bench, make_archs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,8 +80,9 @@ def onnx_installed() -> bool:
 def test_quick_run_prints_every_figure(capsys):
     assert main(QUICK) == 0
     lines = capsys.readouterr().out.splitlines()
-    for figure in FIGURES:
+    for figure in DEFAULT_FIGURES:
         assert rows(lines, figure), f"no {figure!r} row in:\n" + "\n".join(lines)
+    assert not rows(lines, "train", "compiled"), "the compiled step is opt-in (it compiles for minutes)"
     for line in lines:
         if line.split()[0] in FIGURES and line.split()[0] != "memory":  # in-process memory can read 0
             values = metrics(line)
@@ -254,6 +256,20 @@ def test_compare_shape_joey_times_the_luong_input_feeding_decoder(capsys, tmp_pa
     assert (config.decoder_style, config.input_feeding, config.attention_type) == ("luong", True, "additive")
     for side in ("ours", "theirs"):
         assert len(rows(lines, "compare", side, "latency")) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not can_compile(), reason="torch.compile on CPU (inductor) needs a C++ compiler (g++)")
+def test_compiled_training_step_is_timed_beside_the_eager_one(capsys):
+    """`--only compiled`: a real `torch.compile` of the training step (no mock), its row and its ratio to eager."""
+    assert main([*QUICK, "--only", "compiled"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    compiled, eager = metrics(rows(lines, "train", "compiled")[0]), metrics(rows(lines, "train", "ours")[0])
+    assert compiled["tokens/s"] > 0 and eager["tokens/s"] > 0
+    ratio = next(line for line in lines if "compiled/eager" in line)
+    # printed to 3 decimals; compilation is outside the timed call even with --warmup 0 (else ~0.002)
+    assert float(ratio.split()[-1]) == pytest.approx(compiled["tokens/s"] / eager["tokens/s"], abs=1e-3)
+    assert float(ratio.split()[-1]) > 0.05
 
 
 @pytest.mark.slow

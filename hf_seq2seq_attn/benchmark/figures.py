@@ -10,7 +10,7 @@ from .floor import Peaks, bench_bandwidth, cost_metrics, floor_line, floor_metri
 from .flops import bench_matmul, bench_mfu
 from .generation import bench_beam, bench_greedy, bench_latency, bench_step
 from .report import fmt
-from .training import bench_train, measure_memory
+from .training import bench_train, can_compile, measure_memory
 from .workload import Arch, Bench
 
 # (figure, kind, metric, int8 weights) of each batch-1 figure printed against the floor (`floor.py`)
@@ -51,6 +51,11 @@ def run_figures(bench: Bench, archs: list[Arch], figures: set[str], threads: int
     for arch in archs:
         for kind in kinds if "train" in figures else []:
             emit("train", kind, arch.name, bench_train(bench, arch, kind))
+        if "compiled" in figures and arch is archs[0]:  # the default shape only: compiling takes minutes
+            if can_compile():
+                emit("train", "compiled", arch.name, bench_train(bench, arch, "compiled"))
+            else:
+                print("note: compiled: no C++ compiler (g++) on PATH, which inductor needs on a CPU; skipped")
         if "mfu" in figures:
             mfu = bench_mfu(bench, arch, results["train", "ours", arch.name], results["matmul", "mm", "fp32"])
             emit("mfu", "ours", arch.name, mfu)
@@ -85,6 +90,13 @@ def summarize(results: Results, threads: int) -> list[str]:
                     continue
                 value = ours[metric] / d2l[metric] if ours_over_d2l else d2l[metric] / ours[metric]
             lines.append(f"ratio    threads={threads}  {arch:<8} {label:<50} {value:8.3f}")
+    for (fig, kind, arch), compiled in results.items():  # `compiled`: against our eager step
+        eager = results.get(("train", "ours", arch))
+        if fig == "train" and kind == "compiled" and eager is not None:
+            value = compiled["tokens/s"] / eager["tokens/s"]
+            lines.append(
+                f"ratio    threads={threads}  {arch:<8} {'train tokens/s compiled/eager':<50} {value:8.3f}"
+            )
     for line in lines:
         print(line)
     return lines

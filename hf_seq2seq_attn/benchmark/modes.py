@@ -23,7 +23,7 @@ from .compare import (
 from .data import run_data_section
 from .figures import run_figures, summarize, summarize_floors
 from .floor import measure_peaks
-from .options import COMPARE_FIGURES, FIGURES, NEEDS, ArgumentError
+from .options import COMPARE_FIGURES, DEFAULT_FIGURES, FIGURES, NEEDS, ArgumentError
 from .report import print_data_header, print_header
 from .training import memory_step
 from .workload import Bench, compare_arch, make_archs, workload_of
@@ -35,7 +35,8 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.threads is None:
         args.threads = [torch.get_num_threads()]
     allowed = COMPARE_FIGURES if args.compare_with else FIGURES
-    only = {name.strip() for name in (args.only or ",".join(allowed)).split(",") if name.strip()}
+    default = COMPARE_FIGURES if args.compare_with else DEFAULT_FIGURES
+    only = {name.strip() for name in (args.only or ",".join(default)).split(",") if name.strip()}
     if unknown := only - set(allowed):
         raise ArgumentError(f"--only: unknown figure(s) {sorted(unknown)}; choose from {','.join(allowed)}")
     for figure in list(only):

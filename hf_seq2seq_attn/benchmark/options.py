@@ -10,9 +10,29 @@ import argparse
 import sys
 from pathlib import Path
 
-FIGURES = ("matmul", "bandwidth", "train", "mfu", "greedy", "beam", "latency", "step", "memory", "backends")
+FIGURES = (
+    "matmul",
+    "bandwidth",
+    "train",
+    "mfu",
+    "greedy",
+    "beam",
+    "latency",
+    "step",
+    "memory",
+    "backends",
+    "compiled",
+)
+# `compiled` (the training step under torch.compile, beside the eager one) only when asked for: inductor
+# compiles the unrolled step for minutes on a CPU
+DEFAULT_FIGURES = tuple(name for name in FIGURES if name != "compiled")
 # figures computed from other figures; the batch-1 ones print their floors from the machine's peaks
-NEEDS = {"mfu": ("train", "matmul"), "latency": ("matmul", "bandwidth"), "backends": ("matmul", "bandwidth")}
+NEEDS = {
+    "mfu": ("train", "matmul"),
+    "latency": ("matmul", "bandwidth"),
+    "backends": ("matmul", "bandwidth"),
+    "compiled": ("train",),
+}
 # `--compare_shape`: the architectures a `--compare_with` run can time (`workload.compare_arch`).
 COMPARE_SHAPES = ("default", "joey")
 COMPARE_FIGURES = (
@@ -37,6 +57,7 @@ EPILOG = """examples:
   seq2seq-attn benchmark                                   # every figure, current thread count
   seq2seq-attn benchmark --threads 1 2 --repeats 3 --only train,mfu
   seq2seq-attn benchmark --quick                           # tiny shapes, one repeat (smoke test)
+  seq2seq-attn benchmark --only compiled                   # torch.compile'd training step beside eager
   git worktree add /tmp/base036 036bb98
   seq2seq-attn benchmark --compare_with /tmp/base036 --threads 1 --repeats 5
   seq2seq-attn benchmark --compare_with . --compare_python /tmp/venv-transformers-5.23/bin/python
@@ -90,7 +111,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="smoke test: tiny shapes, 1 repeat, the default architecture only, memory measured in-process",
     )
-    parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(FIGURES)}")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated subset of {','.join(FIGURES)} (default: all but compiled)",
+    )
 
 
 def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -65,7 +66,40 @@ def d2l_train_step(bench: Bench, arch: Arch) -> tuple[Callable[[], None], torch.
     return step, model
 
 
-TRAIN_STEPS: dict[str, TrainStep] = {"ours": ours_train_step, "d2l": d2l_train_step}
+def compiled_train_step(bench: Bench, arch: Arch) -> tuple[Callable[[], None], torch.nn.Module]:
+    """[`ours_train_step`] through `torch.compile(model)`, as `--torch_compile True` runs it: dynamo's
+    `allow_rnn` on (else the RNN modules break the graph), inductor's defaults. The fused training paths step
+    aside under compile, so this times the autograd paths as inductor fuses them. One untimed call here
+    compiles (minutes on a CPU), so no timed call includes it, whatever `--warmup` says."""
+    torch._dynamo.config.allow_rnn = True
+    work, model = bench.workload, bench.ours(arch)
+    compiled = torch.compile(model)
+    vocab = model.config.vocab_size
+    input_ids = bench.ids(work.batch, work.src_len, vocab)
+    labels = bench.ids(work.batch, work.tgt_len, vocab, seed=SEED + 1)
+    attention_mask = torch.ones_like(input_ids)
+    optimizer = trainer_optimizer(model)
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        compiled(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+        optimizer.step()
+
+    step()  # compiles the forward and the backward
+    return step, model
+
+
+def can_compile() -> bool:
+    """Inductor on CPU builds C++ kernels: it needs a C++ compiler on PATH."""
+    return shutil.which("g++") is not None or shutil.which("c++") is not None
+
+
+TRAIN_STEPS: dict[str, TrainStep] = {
+    "ours": ours_train_step,
+    "d2l": d2l_train_step,
+    "compiled": compiled_train_step,
+}
 
 
 def bench_train(bench: Bench, arch: Arch, kind: str) -> dict[str, Any]:
