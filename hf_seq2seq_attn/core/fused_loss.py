@@ -20,26 +20,19 @@ from typing import Any
 
 import torch
 
+from .fused_recurrence import eager_float
+
 IGNORE_INDEX = -100
 # Rows per chunk: 128 x V=8000 float32 logits = 4 MB. Measured at V 8000, E 256 on the 2-core Xeon
 # (one thread / two): 32 rows 350/292 ms, 64 327/250, 128 251/172, 256 282/189, all rows 329/220.
 CHUNK_ROWS = 128
-_DTYPES = (torch.float32, torch.float64)
 
 
 def fused_loss_applies(training: bool, features: torch.Tensor) -> bool:
-    """Whether [`linear_cross_entropy`] should compute this loss: training with gradients, in float32/64
-    outside autocast (half-precision logits take the plain path, which promotes them to float32) and
-    outside `torch.compile` (which fuses the plain path itself)."""
-    return (
-        training
-        and torch.is_grad_enabled()
-        and features.dtype in _DTYPES
-        and not torch.is_autocast_enabled()
-        and not torch.is_autocast_enabled("cpu")
-        # under torch.compile, inductor fuses the autograd path itself; it would not trace this loop
-        and not torch.compiler.is_compiling()
-    )
+    """Whether [`linear_cross_entropy`] should compute this loss: training with gradients, where the
+    hand-written training paths may run (`fused_recurrence.eager_float`: float32/64, no autocast, compile
+    or export)."""
+    return training and torch.is_grad_enabled() and eager_float(features.dtype)
 
 
 class LinearCrossEntropy(torch.autograd.Function):

@@ -38,9 +38,11 @@ if TYPE_CHECKING:  # a runtime import would be circular: the package's __init__ 
 _DTYPES = (torch.float32, torch.float64)
 
 
-def _plain_float(dtype: torch.dtype) -> bool:
-    """float32/float64, outside autocast, `torch.compile` (inductor fuses the autograd paths itself, and
-    would not trace these loops) and ONNX export."""
+def eager_float(dtype: torch.dtype) -> bool:
+    """Where the hand-written training paths (this module's and `fused_loss`'s) may run: float32/float64
+    (half precision takes the autograd paths, which promote what sums badly), outside autocast,
+    `torch.compile` (inductor fuses the autograd paths itself, and would not trace these loops), jit
+    tracing and ONNX export."""
     return (
         dtype in _DTYPES
         and not torch.is_autocast_enabled()
@@ -59,7 +61,7 @@ def supports_fused_decoder(config: Seq2SeqAttnConfig, training: bool, dtype: tor
         and config.attention_type == "additive"
         and config.num_attention_heads == 1
         and not (training and config.attention_dropout > 0)
-        and _plain_float(dtype)
+        and eager_float(dtype)
     )
 
 
@@ -296,7 +298,7 @@ class FusedBahdanau(torch.autograd.Function):
             traces.append(
                 cell_forward(rnn_type, gates_x, gates_h, s_prev, cell_in, states_tm[t + 1], cell_out)
             )
-        ctx.rnn_type, ctx.traces, ctx.features, ctx.gates = rnn_type, traces, features, gates
+        ctx.rnn_type, ctx.traces, ctx.features = rnn_type, traces, features
         ctx.workspace, ctx.generation = workspace, generation
         ctx.save_for_backward(
             keys, values, states_tm, contexts_tm, weights_tm, cells_tm, weight_f, weight_c, energy
@@ -322,7 +324,8 @@ class FusedBahdanau(torch.autograd.Function):
         keys, values, states_tm, contexts_tm, weights_tm, cells_tm, weight_f, weight_c, energy = (
             ctx.saved_tensors
         )
-        rnn_type, traces, features, gates = ctx.rnn_type, ctx.traces, ctx.features, ctx.gates
+        rnn_type, traces, features = ctx.rnn_type, ctx.traces, ctx.features
+        gates = weight_c.shape[0]  # G
         if ctx.workspace is not None:
             ctx.workspace.check(ctx.generation)
         steps, batch, size = states_tm.shape[0] - 1, states_tm.shape[1], states_tm.shape[2]
@@ -334,9 +337,9 @@ class FusedBahdanau(torch.autograd.Function):
         grad_energy = torch.zeros_like(energy)
         one = energy.new_ones(())
         grad_hidden = states_tm.new_zeros(batch, size)  # d s_t from the steps after t
-        grad_cell = states_tm.new_zeros(batch, size) if cells_tm is not None else None
-        if grad_cell is not None and grad_last_cell is not None:
-            grad_cell = grad_cell + grad_last_cell
+        grad_cell = None  # d c_t (LSTM): the last cell's own gradient, or zeros
+        if cells_tm is not None:
+            grad_cell = grad_last_cell if grad_last_cell is not None else states_tm.new_zeros(batch, size)
         for t in reversed(range(steps)):
             if grad_states is not None:
                 grad_hidden = grad_hidden + grad_states[:, t]
