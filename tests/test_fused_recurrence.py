@@ -97,7 +97,7 @@ def test_configurations_outside_its_scope_take_the_autograd_path(overrides):
     assert not fused_recurrence.supports_fused_decoder(config, True, torch.float32)
 
 
-def test_half_precision_and_autocast_take_the_autograd_path():
+def test_half_precision_autocast_and_no_grad_take_the_autograd_path():
     config = make_config()
     assert fused_recurrence.supports_fused_decoder(config, False, torch.float32)
     assert not fused_recurrence.supports_fused_decoder(config, True, torch.bfloat16)
@@ -105,6 +105,8 @@ def test_half_precision_and_autocast_take_the_autograd_path():
         assert not fused_recurrence.supports_fused_decoder(config, True, torch.float32)
     # attention dropout only matters while training
     assert fused_recurrence.supports_fused_decoder(make_config(attention_dropout=0.1), False, torch.float32)
+    with torch.no_grad():  # no backward to follow: the autograd path keeps nothing
+        assert not fused_recurrence.supports_fused_decoder(config, False, torch.float32)
 
 
 def test_the_workspace_is_lent_to_one_step_at_a_time():

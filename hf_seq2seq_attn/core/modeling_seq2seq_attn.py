@@ -870,7 +870,7 @@ class Seq2SeqAttnDecoder(nn.Module):
             fused.bias,
             bottom.weight_ih[:, emb:],  # (G, K) W_ih[:, E:], for c_t
             cast(nn.Parameter, attention.energy)[0],  # (A,) v
-            self.workspace if torch.is_grad_enabled() else None,
+            self.workspace,
         )
         # t_t = tanh(W_o [s_t; c_t; e(y_{t-1})]), all T at once
         features = torch.tanh(self.readout(torch.cat([states, contexts, embeddings], dim=-1)))  # (B, T, E)
