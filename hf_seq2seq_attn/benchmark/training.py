@@ -28,9 +28,13 @@ def trainer_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), weight_decay=0.0, fused=True)
 
 
-def ours_train_step(bench: Bench, arch: Arch) -> tuple[Callable[[], None], torch.nn.Module]:
-    """One training step of our model on a fixed random batch, and the model."""
+def ours_train_step(
+    bench: Bench, arch: Arch, compile_model: bool = False
+) -> tuple[Callable[[], None], torch.nn.Module]:
+    """One training step of our model on a fixed random batch (through `torch.compile(model)` with
+    `compile_model`), and the model."""
     work, model = bench.workload, bench.ours(arch)
+    module = torch.compile(model) if compile_model else model
     vocab = model.config.vocab_size
     input_ids = bench.ids(work.batch, work.src_len, vocab)
     labels = bench.ids(work.batch, work.tgt_len, vocab, seed=SEED + 1)
@@ -40,7 +44,7 @@ def ours_train_step(bench: Bench, arch: Arch) -> tuple[Callable[[], None], torch
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+        module(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
         optimizer.step()
 
     return step, model
@@ -72,20 +76,7 @@ def compiled_train_step(bench: Bench, arch: Arch) -> tuple[Callable[[], None], t
     aside under compile, so this times the autograd paths as inductor fuses them. One untimed call here
     compiles (minutes on a CPU), so no timed call includes it, whatever `--warmup` says."""
     torch._dynamo.config.allow_rnn = True
-    work, model = bench.workload, bench.ours(arch)
-    compiled = torch.compile(model)
-    vocab = model.config.vocab_size
-    input_ids = bench.ids(work.batch, work.src_len, vocab)
-    labels = bench.ids(work.batch, work.tgt_len, vocab, seed=SEED + 1)
-    attention_mask = torch.ones_like(input_ids)
-    optimizer = trainer_optimizer(model)
-    model.train()
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        compiled(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
-        optimizer.step()
-
+    step, model = ours_train_step(bench, arch, compile_model=True)
     step()  # compiles the forward and the backward
     return step, model
 
