@@ -177,6 +177,50 @@ def cell_backward(
     return None, None
 
 
+def additive_scores(
+    keys: torch.Tensor, query: torch.Tensor, energy: torch.Tensor, features: torch.Tensor
+) -> torch.Tensor:
+    """`e = v . tanh(k + q)`, keeping `u = tanh(k + q)` for the backward.
+
+    Args:
+        keys: `(B, S, A)`; query: `(B, A)`; energy: `(A,)` the score's v.
+        features: `(B, S, A)` where `u` goes.
+    Returns:
+        the scores `(B, S)`.
+    """
+    u = torch.tanh_(torch.add(keys, query.unsqueeze(1), out=features))  # (B, S, A)
+    # (B, S, A) x (A, 1), not `u @ energy`: an `mv` that torch's FLOP counter does not count
+    return (u @ energy.unsqueeze(1)).squeeze(2)
+
+
+def additive_scores_backward(
+    features: torch.Tensor,
+    grad_scores: torch.Tensor,
+    grad_keys: torch.Tensor,
+    grad_energy: torch.Tensor,
+    slope: torch.Tensor,
+    grad_query: torch.Tensor,
+) -> torch.Tensor:
+    """The backward of [`additive_scores`], with `g = dL/de` and `1 - u^2` made once:
+    `dL/dq = v * sum_s g (1 - u^2)` (returned before its `v` factor), `dL/dk += g (1 - u^2)` (likewise,
+    accumulated into `grad_keys`), `dL/dv += sum g u` (into `grad_energy`).
+
+    Args:
+        features: `(B, S, A)` the forward's `u`; grad_scores: `(B, S)`.
+        grad_keys: `(B, S, A)`, grad_energy: `(A,)` accumulated in place.
+        slope: `(B, S, A)` scratch for `1 - u^2`, the same buffer every step: a fresh tensor per step is a cold
+            one (4 MB at the default shape), and writing it cost 2 ms a step instead of 0.4 on one thread.
+        grad_query: `(B, A)` where the query's gradient goes.
+    Returns:
+        `grad_query`, `(B, A)`.
+    """
+    grad_energy.addmv_(features.flatten(0, 1).t(), grad_scores.flatten())
+    torch.addcmul(features.new_ones(()), features, features, value=-1, out=slope)  # 1 - u^2
+    torch.bmm(grad_scores.unsqueeze(1), slope, out=grad_query.unsqueeze(1))
+    grad_keys.addcmul_(grad_scores.unsqueeze(2), slope)
+    return grad_query
+
+
 class Workspace:
     """One reusable buffer for the `(T, B, S, A)` tanh features a training step keeps for its backward.
 
@@ -291,9 +335,7 @@ class FusedBahdanau(torch.autograd.Function):
         for t in range(steps):
             s_prev = states_tm[t]
             gates_h, query = torch.addmm(bias_f, s_prev, weight_f.t()).split([gates, keys.shape[-1]], dim=1)
-            u = torch.tanh_(torch.add(keys, query.unsqueeze(1), out=features[t]))  # (B, S, A)
-            # (B, S, A) x (A, 1), not `u @ energy`: an `mv` that torch's FLOP counter does not count
-            scores = (u @ energy.unsqueeze(1)).squeeze(2).masked_fill_(masked, float("-inf"))  # (B, S)
+            scores = additive_scores(keys, query, energy, features[t]).masked_fill_(masked, float("-inf"))
             weights = torch.softmax(scores, dim=-1)
             weights_tm[t] = weights
             context = torch.bmm(weights.unsqueeze(1), values, out=contexts_tm[t].unsqueeze(1)).squeeze(1)
@@ -339,7 +381,11 @@ class FusedBahdanau(torch.autograd.Function):
         grad_contexts_tm = states_tm.new_empty(steps, batch, values.shape[-1])
         grad_keys = torch.zeros_like(keys)  # sum_t g_t (1 - u_t^2); times v after the loop
         grad_energy = torch.zeros_like(energy)
-        one = energy.new_ones(())
+        # (B, K, S) once: each step's `d a_t = h . d c_t` is then one row-vector product per sentence, not a
+        # matrix-vector one (0.16 instead of 0.29 ms at the default shape, one thread)
+        values_t = values.transpose(1, 2).contiguous()
+        slope_buffer = torch.empty_like(keys)  # every step's `1 - u^2` (see `additive_scores_backward`)
+        grad_query_buffer = keys.new_empty(batch, keys.shape[-1])
         grad_hidden = states_tm.new_zeros(batch, size)  # d s_t from the steps after t
         grad_cell = None  # d c_t (LSTM): the last cell's own gradient, or zeros
         if cells_tm is not None:
@@ -368,17 +414,15 @@ class FusedBahdanau(torch.autograd.Function):
             else:
                 grad_context = torch.mm(grad_gates_x, weight_c, out=grad_contexts_tm[t])  # (B, K)
             weights = weights_tm[t]  # (B, S)
-            grad_w = torch.bmm(values, grad_context.unsqueeze(2)).squeeze(2)  # (B, S)
+            grad_w = torch.bmm(grad_context.unsqueeze(1), values_t).squeeze(1)  # (B, S)
             if grad_weights is not None:
                 grad_w = grad_w + grad_weights[:, t]
             grad_scores = weights * (grad_w - (weights * grad_w).sum(-1, keepdim=True))  # softmax backward
             # (B, S, A); not overwritten: a second backward (retain_graph=True) reads it again
-            u = features[t]
-            grad_energy.addmv_(u.flatten(0, 1).t(), grad_scores.flatten())
-            slope = torch.addcmul(one, u, u, value=-1)  # 1 - u^2
-            grad_query = torch.bmm(grad_scores.unsqueeze(1), slope).squeeze(1)  # (B, A), before the v factor
+            grad_query = additive_scores_backward(
+                features[t], grad_scores, grad_keys, grad_energy, slope_buffer, grad_query_buffer
+            )
             torch.mul(grad_query, energy, out=grad_proj[:, gates:])
-            grad_keys.addcmul_(grad_scores.unsqueeze(2), slope)
             if grad_prev is None:
                 grad_hidden = grad_proj @ weight_f
             else:
