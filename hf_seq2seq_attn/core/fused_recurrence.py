@@ -288,7 +288,7 @@ class FusedBahdanau(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any,
         rnn_type: str,
-        gates_emb: torch.Tensor,
+        gates_emb_tm: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
         mask: torch.Tensor,
@@ -303,7 +303,9 @@ class FusedBahdanau(torch.autograd.Function):
         """
         Args:
             rnn_type: "gru", "lstm" or "rnn".
-            gates_emb: `(B, T, G)` = `W_ih[:, :E] e(y_{t-1}) + b_ih` for every step.
+            gates_emb_tm: `(T, B, G)` = `W_ih[:, :E] e(y_{t-1}) + b_ih` for every step, time-major: each
+                step reads a contiguous slice, and the gradient goes back in the layout it is made in (from
+                `(B, T, G)`, autograd copied it twice, ~5 ms at the default shape).
             keys: `(B, S, A)` projected keys (with the score's bias); values: `(B, S, K)` encoder states.
             mask: `(B, S)` bool, True = real token.
             hidden, cell: `(B, H)` initial state (`cell` LSTM only).
@@ -313,9 +315,8 @@ class FusedBahdanau(torch.autograd.Function):
             states `(B, T, H)` s_1..s_T, contexts `(B, T, K)`, weights `(B, T, S)`, and the last cell
             `(B, H)` (LSTM; else None).
         """
-        batch, steps, gates = gates_emb.shape
+        steps, batch, gates = gates_emb_tm.shape
         size = hidden.shape[-1]
-        gates_emb_tm = gates_emb.transpose(0, 1)  # (T, B, G)
         states_tm = hidden.new_empty(steps + 1, batch, size)  # s_0..s_T
         states_tm[0] = hidden
         cells_tm = None
@@ -437,7 +438,7 @@ class FusedBahdanau(torch.autograd.Function):
             ctx.workspace.give_back(ctx.generation)
         return (
             None,  # rnn_type
-            grad_gates_x_tm.transpose(0, 1),  # gates_emb
+            grad_gates_x_tm,  # gates_emb_tm
             grad_keys.mul_(energy),
             grad_values,
             None,  # mask
@@ -453,7 +454,7 @@ class FusedBahdanau(torch.autograd.Function):
 
 def fused_bahdanau(
     rnn_type: str,
-    gates_emb: torch.Tensor,
+    gates_emb_tm: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
     mask: torch.Tensor,
@@ -467,5 +468,16 @@ def fused_bahdanau(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """[`FusedBahdanau`] as a function (see its `forward` for the arguments and shapes)."""
     return FusedBahdanau.apply(  # type: ignore[no-any-return]
-        rnn_type, gates_emb, keys, values, mask, hidden, cell, weight_f, bias_f, weight_c, energy, workspace
+        rnn_type,
+        gates_emb_tm,
+        keys,
+        values,
+        mask,
+        hidden,
+        cell,
+        weight_f,
+        bias_f,
+        weight_c,
+        energy,
+        workspace,
     )

@@ -860,7 +860,8 @@ class Seq2SeqAttnDecoder(nn.Module):
         assert fused is not None and cache.keys.shape[1] == 1, "one head of the additive score"
         states, contexts, weights, last_cell = fused_bahdanau(
             self.config.rnn_type,
-            F.linear(embeddings, bottom.weight_ih[:, :emb], bottom.bias_ih),  # (B, T, G) W_ih[:, :E] e + b_ih
+            # (T, B, G) W_ih[:, :E] e + b_ih, time-major
+            F.linear(embeddings.transpose(0, 1), bottom.weight_ih[:, :emb], bottom.bias_ih),
             cache.keys.squeeze(1),  # (B, S, A)
             cache.values.squeeze(1),  # (B, S, K)
             cache.mask,
