@@ -138,7 +138,9 @@ def cell_backward(
     Args:
         trace: the step's [`CellTrace`]; hidden, cell: its input state; new_cell: its output cell (LSTM).
         grad_hidden, grad_cell: `(B, H)` gradients of the new hidden and cell (cell LSTM only).
-        out_x, out_h: `(B, G)` where the gradients of `gates_x` and `gates_h` go.
+        out_x: `(B, G)` where the gradient of `gates_x` goes.
+        out_h: `(B, G - shared)` where the gradient of the `gates_h` columns after the first
+            [`shared_gate_columns`] goes (those equal `gates_x`'s: the caller reads them there).
     Returns:
         the gradients of the previous hidden and cell `(B, H)` through the cell's arithmetic alone, not
         through `W_hh` (None where there is no such path).
@@ -155,8 +157,7 @@ def cell_backward(
         d_pre_n = torch.mul(grad_hidden * (1 - update), 1 - candidate * candidate, out=block(out_x, 2))
         torch.mul(d_pre_n * h_n, reset * (1 - reset), out=block(out_x, 0))
         torch.mul(grad_hidden * (hidden - candidate), update * (1 - update), out=block(out_x, 1))
-        out_h[:, : 2 * size] = out_x[:, : 2 * size]  # r and z: the same gradient on both sides
-        torch.mul(d_pre_n, reset, out=block(out_h, 2))
+        torch.mul(d_pre_n, reset, out=out_h)  # the candidate's block; r and z are shared
         return grad_hidden * update, None
     if rnn_type == "lstm":
         i, f, o, g = trace
@@ -169,11 +170,9 @@ def cell_backward(
         torch.mul(d_cell * cell, f * (1 - f), out=block(out_x, 1))
         torch.mul(d_cell * i, 1 - g * g, out=block(out_x, 2))
         torch.mul(grad_hidden * tanh_cell, o * (1 - o), out=block(out_x, 3))
-        out_h.copy_(out_x)
         return None, d_cell * f
     new_hidden = trace.a
     torch.mul(grad_hidden, 1 - new_hidden * new_hidden, out=out_x)
-    out_h.copy_(out_x)
     return None, None
 
 
@@ -219,6 +218,13 @@ def additive_scores_backward(
     torch.bmm(grad_scores.unsqueeze(1), slope, out=grad_query.unsqueeze(1))
     grad_keys.addcmul_(grad_scores.unsqueeze(2), slope)
     return grad_query
+
+
+def shared_gate_columns(rnn_type: str, size: int) -> int:
+    """How many leading columns of `gates_x` and `gates_h` get the same gradient (the gates' sums go
+    through the nonlinearity together): GRU r and z, all of the LSTM's and the tanh RNN's. The
+    backward keeps them once, so no per-step copy is made."""
+    return {"gru": 2, "lstm": 4, "rnn": 1}[rnn_type] * size
 
 
 class Workspace:
@@ -376,9 +382,13 @@ class FusedBahdanau(torch.autograd.Function):
         if ctx.workspace is not None:
             ctx.workspace.check(ctx.generation)
         steps, batch, size = states_tm.shape[0] - 1, states_tm.shape[1], states_tm.shape[2]
-        # per-step gradients, kept for the weight gradients made after the loop in one matmul each
+        # per-step gradients, kept for the weight gradients made after the loop in one matmul each. The
+        # gradient of `[gates_h; q_t] = W_f s_{t-1} + b_f` is `[d gates_x[:, :shared]; d own]`: its first
+        # `shared` columns are those of `gates_x` (`shared_gate_columns`), the rest `[d gates_h[:, shared:]; d q_t]`
+        shared = shared_gate_columns(rnn_type, size)
         grad_gates_x_tm = states_tm.new_empty(steps, batch, gates)
-        grad_proj_tm = states_tm.new_empty(steps, batch, weight_f.shape[0])  # [d gates_h; d q_t]
+        grad_own_tm = states_tm.new_empty(steps, batch, weight_f.shape[0] - shared)
+        weight_shared, weight_own = weight_f[:shared], weight_f[shared:]  # (shared, H), (G + A - shared, H)
         grad_contexts_tm = states_tm.new_empty(steps, batch, values.shape[-1])
         grad_keys = torch.zeros_like(keys)  # sum_t g_t (1 - u_t^2); times v after the loop
         grad_energy = torch.zeros_like(energy)
@@ -395,7 +405,7 @@ class FusedBahdanau(torch.autograd.Function):
             if grad_states is not None:
                 grad_hidden = grad_hidden + grad_states[:, t]
             cell_in, cell_out = (cells_tm[t], cells_tm[t + 1]) if cells_tm is not None else (None, None)
-            grad_gates_x, grad_proj = grad_gates_x_tm[t], grad_proj_tm[t]  # (B, G), (B, G + A)
+            grad_gates_x, grad_own = grad_gates_x_tm[t], grad_own_tm[t]  # (B, G), (B, G + A - shared)
             grad_prev, grad_cell = cell_backward(
                 rnn_type,
                 traces[t],
@@ -405,7 +415,7 @@ class FusedBahdanau(torch.autograd.Function):
                 grad_hidden,
                 grad_cell,
                 grad_gates_x,
-                grad_proj[:, :gates],
+                grad_own[:, : gates - shared],
             )
             # c_t feeds the RNN input (W_c c_t) and the read-out
             if grad_contexts is not None:
@@ -423,14 +433,21 @@ class FusedBahdanau(torch.autograd.Function):
             grad_query = additive_scores_backward(
                 features[t], grad_scores, grad_keys, grad_energy, slope_buffer, grad_query_buffer
             )
-            torch.mul(grad_query, energy, out=grad_proj[:, gates:])
+            torch.mul(grad_query, energy, out=grad_own[:, gates - shared :])
+            # d s_{t-1} = (cell path) + [d gates_x[:, :shared]; d own] W_f, by its two row blocks
+            grad_shared = grad_gates_x[:, :shared]
             if grad_prev is None:
-                grad_hidden = grad_proj @ weight_f
+                grad_hidden = grad_shared @ weight_shared
             else:
-                grad_hidden = torch.addmm(grad_prev, grad_proj, weight_f)
-        flat_proj = grad_proj_tm.flatten(0, 1)  # (T B, G + A)
+                grad_hidden = torch.addmm(grad_prev, grad_shared, weight_shared)
+            grad_hidden.addmm_(grad_own, weight_own)
+        flat_own = grad_own_tm.flatten(0, 1)  # (T B, G + A - shared)
         flat_gates_x = grad_gates_x_tm.flatten(0, 1)
-        grad_weight_f = flat_proj.t() @ states_tm[:-1].flatten(0, 1)  # (G + A, H)
+        flat_shared = flat_gates_x[:, :shared]
+        flat_states = states_tm[:-1].flatten(0, 1)  # (T B, H) s_0..s_{T-1}
+        grad_weight_f = torch.empty_like(weight_f)  # (G + A, H)
+        torch.mm(flat_shared.t(), flat_states, out=grad_weight_f[:shared])
+        torch.mm(flat_own.t(), flat_states, out=grad_weight_f[shared:])
         grad_weight_c = flat_gates_x.t() @ contexts_tm.flatten(0, 1)  # (G, K)
         # d h_s = sum_t a_{ts} d c_t, all steps at once: (B, S, T) x (B, T, K)
         grad_values = torch.bmm(weights_tm.permute(1, 2, 0), grad_contexts_tm.transpose(0, 1))
@@ -445,7 +462,7 @@ class FusedBahdanau(torch.autograd.Function):
             grad_hidden,
             grad_cell,
             grad_weight_f,
-            flat_proj.sum(0),  # bias_f
+            torch.cat([flat_shared.sum(0), flat_own.sum(0)]),  # bias_f
             grad_weight_c,
             grad_energy,
             None,  # workspace
