@@ -66,8 +66,8 @@ class LinearCrossEntropy(torch.autograd.Function):
             target = targets[start : start + CHUNK_ROWS]  # (C,)
             # mm, then the bias: `addmm` first copies the broadcast bias into the output, a slow pass; and
             # folding the bias in as an extra input column made the product's K odd (257), which cost more.
-            # through the transposed view: a contiguous (E, V) copy made the products ~10% faster on one thread,
-            # but the copy itself is a slow strided pass (5 ms at V 8000), and the loss was 9% slower on two
+            # Through the transposed view: a contiguous (E, V) copy made the products ~10% faster on one
+            # thread, but the copy itself is a slow strided pass (5 ms at V 8000): the loss was 9% slower on two.
             logits = torch.mm(x, weight.t(), out=logits_buffer[: x.shape[0]])  # (C, V)
             if bias is not None:
                 logits += bias

@@ -775,18 +775,21 @@ class Seq2SeqAttnDecoder(nn.Module):
     # ----- fast paths for teacher forcing: each is a textbook step above, with work hoisted out of its loop -----
     def _embedding_gates(
         self, embeddings: torch.Tensor, bottom: RNNLayer
-    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The bottom layer's input projection split by columns: `W_ih [e; x] = W_ih[:, :E] e + W_ih[:, E:] x`.
 
         Returns:
-            `W_ih[:, :E] e(y_{t-1}) + b_ih` for all T steps, made in one matmul, as T x `(B, G)`; and
-            `W_ih[:, E:]`, `(G, K or E)`, for the part that is known only inside the loop (c_t in Bahdanau
-            style, ~h_{t-1} with input feeding).
+            `W_ih[:, :E] e(y_{t-1}) + b_ih` for all T steps, made in one matmul, time-major `(T, B, G)`: a
+            loop over it reads contiguous `(B, G)` steps, and the gradient comes back in the layout it is
+            made in. (Loop over it, which unbinds, rather than index `[t]`: each select's backward would
+            zero-fill and add a full `(T, B, G)` gradient.) And `W_ih[:, E:]`, `(G, K or E)`, for the part that is known only inside
+            the loop (c_t in Bahdanau style, ~h_{t-1} with input feeding).
         """
         emb = self.config.embedding_size
-        gates_emb = F.linear(embeddings, bottom.weight_ih[:, :emb], bottom.bias_ih)  # (B, T, G)
-        # unbind, not gates_emb[:, t]: each select's backward zero-fills and adds a full (B, T, G) grad.
-        return gates_emb.unbind(1), bottom.weight_ih[:, emb:]
+        gates_emb = F.linear(
+            embeddings.transpose(0, 1), bottom.weight_ih[:, :emb], bottom.bias_ih
+        )  # (T, B, G)
+        return gates_emb, bottom.weight_ih[:, emb:]
 
     def _fused_query_weights(self, top: RNNLayer) -> FusedProjection | None:
         """`[W_hh; W_q] s + [b_hh; b_q]`: the top layer's recurrent matmul and the Bahdanau query projection
@@ -855,13 +858,12 @@ class Seq2SeqAttnDecoder(nn.Module):
         """[`_fast_bahdanau`] with the hand-written backward of [`fused_recurrence.FusedBahdanau`] (one layer,
         single-head additive score: see `fused_recurrence.supports_fused_decoder`). Same inputs, outputs and gradients."""
         bottom, attention = self.rnn_layers[0], self.attention
-        emb = self.config.embedding_size
+        gates_emb, weight_ctx = self._embedding_gates(embeddings, bottom)  # (T, B, G), (G, K)
         fused = self._fused_query_weights(bottom)
         assert fused is not None and cache.keys.shape[1] == 1, "one head of the additive score"
         states, contexts, weights, last_cell = fused_bahdanau(
             self.config.rnn_type,
-            # (T, B, G) W_ih[:, :E] e + b_ih, time-major
-            F.linear(embeddings.transpose(0, 1), bottom.weight_ih[:, :emb], bottom.bias_ih),
+            gates_emb,
             cache.keys.squeeze(1),  # (B, S, A)
             cache.values.squeeze(1),  # (B, S, K)
             cache.mask,
@@ -869,7 +871,7 @@ class Seq2SeqAttnDecoder(nn.Module):
             cache.cell[0] if cache.cell is not None else None,
             fused.weight,
             fused.bias,
-            bottom.weight_ih[:, emb:],  # (G, K) W_ih[:, E:], for c_t
+            weight_ctx,
             cast(nn.Parameter, attention.energy)[0],  # (A,) v
             self.workspace,
         )
