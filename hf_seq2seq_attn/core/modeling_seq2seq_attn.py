@@ -51,6 +51,7 @@ from transformers.utils import ModelOutput, logging
 from .configuration_seq2seq_attn import Seq2SeqAttnConfig
 from .fused_loss import fused_loss_applies, linear_cross_entropy
 from .fused_recurrence import Workspace, fused_bahdanau, supports_fused_decoder
+from .parallel_rnn import bidirectional_rnn, parallel_directions_apply
 
 logger = logging.get_logger(__name__)
 
@@ -491,7 +492,10 @@ class Seq2SeqAttnEncoder(nn.Module):
         embeddings = self.dropout(self.embed_tokens(input_ids))  # (B, S, E)
         lengths = mask.sum(dim=1)
         total_length = input_ids.shape[1]
-        if bool((lengths == total_length).all()):
+        padded = not bool((lengths == total_length).all())
+        if parallel_directions_apply(self.rnn, embeddings):
+            states, final = bidirectional_rnn(self.rnn, embeddings, lengths if padded else None)  # (B, S, K)
+        elif not padded:
             states, final = self.rnn(embeddings)  # (B, S, K): no padding, nothing to pack
         else:
             packed = pack_padded_sequence(embeddings, lengths.cpu(), batch_first=True, enforce_sorted=False)
