@@ -6,7 +6,7 @@ independent until the layer's output, so here each runs on its own thread with h
 The backward needs the same care: the autograd engine walks a CPU graph on one thread, so the two
 directions' graphs are kept apart inside [`TwoBranches`] and each is differentiated on its own thread.
 Measured at the benchmark's shape (B 64, S 30, E 256, H 256, GRU, two threads), forward and backward:
-~73 instead of ~89 ms.
+91 instead of 105 ms (alternating, 30 calls each); the whole training step ~2% faster.
 
 Scope (`parallel_directions_apply`): a bidirectional RNN without projections, on CPU with two or more
 intra-op threads, where a backward may follow, outside `torch.compile`, jit tracing, ONNX export and
