@@ -23,7 +23,10 @@ RNNS = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM, "rnn": torch.nn.RNN}
 
 
 @pytest.fixture
-def two_threads():
+def two_threads(monkeypatch):
+    """Two intra-op threads, and the size floor lowered so the tests' tiny RNNs take the path."""
+    monkeypatch.setattr(parallel_rnn, "MIN_BATCH", 1)
+    monkeypatch.setattr(parallel_rnn, "MIN_HIDDEN", 1)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
@@ -94,6 +97,20 @@ def test_the_encoder_runs_it_while_training_and_agrees_with_one_thread(two_threa
     assert our_grads.keys() == their_grads.keys()
     for name in their_grads:
         torch.testing.assert_close(our_grads[name], their_grads[name], **TIGHT, msg=name)
+
+
+def test_small_batches_and_hidden_sizes_keep_the_module():
+    """Measured slower there (see `MIN_BATCH`): the default floor leaves them to `nn.GRU`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        big = torch.nn.GRU(5, parallel_rnn.MIN_HIDDEN, batch_first=True, bidirectional=True)
+        small = torch.nn.GRU(5, parallel_rnn.MIN_HIDDEN // 2, batch_first=True, bidirectional=True)
+        assert parallel_rnn.parallel_directions_apply(big, torch.randn(parallel_rnn.MIN_BATCH, 3, 5))
+        assert not parallel_rnn.parallel_directions_apply(big, torch.randn(parallel_rnn.MIN_BATCH // 2, 3, 5))
+        assert not parallel_rnn.parallel_directions_apply(small, torch.randn(parallel_rnn.MIN_BATCH, 3, 5))
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_one_thread_no_grad_and_unidirectional_keep_the_module(two_threads):

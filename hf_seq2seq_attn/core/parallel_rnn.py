@@ -8,8 +8,8 @@ directions' graphs are kept apart inside [`TwoBranches`] and each is differentia
 Measured at the benchmark's shape (B 64, S 30, E 256, H 256, GRU, two threads), forward and backward:
 91 instead of 105 ms (alternating, 30 calls each); the whole training step ~2% faster.
 
-Scope (`parallel_directions_apply`): a bidirectional RNN without projections, on CPU with two or more
-intra-op threads, where a backward may follow, outside `torch.compile`, jit tracing, ONNX export and
+Scope (`parallel_directions_apply`): a bidirectional RNN without projections, batch and hidden size large
+enough (`MIN_BATCH`, `MIN_HIDDEN`), on CPU with two or more intra-op threads, where a backward may follow, outside `torch.compile`, jit tracing, ONNX export and
 autocast (`fused_recurrence.eager_float`). Layers are stacked on the calling thread, so the dropout between
 them draws from the generator in the same order every run. `tests/test_parallel_rnn.py` checks outputs and
 gradients against `nn.GRU` / `nn.LSTM` / `nn.RNN` in float64, with and without padding.
@@ -34,6 +34,13 @@ from .fused_recurrence import eager_float
 
 Tensors = tuple[torch.Tensor, ...]
 
+# Below these sizes the two threads cost more than they save: at two threads, encoder forward and backward
+# took 0.63-0.86x as long with batch 64 and hidden 64 or 96, or batch 32 and hidden 128, and 1.06-1.20x with
+# batch 64-128 and hidden 128-256 (alternating calls on the 2-core Xeon, 2026-12-01). Each step's matmul
+# must be large enough to be worth a thread of its own.
+MIN_BATCH = 64
+MIN_HIDDEN = 128
+
 # One worker is enough: the calling thread runs the other branch. Made on first use, and again in a forked
 # child (which inherits the pool object but not its thread).
 _pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -46,6 +53,8 @@ def parallel_directions_apply(rnn: nn.RNNBase, inputs: torch.Tensor) -> bool:
         and rnn.proj_size == 0
         and inputs.device.type == "cpu"
         and torch.get_num_threads() >= 2
+        and inputs.shape[0] >= MIN_BATCH
+        and rnn.hidden_size >= MIN_HIDDEN
         and torch.is_grad_enabled()
         and eager_float(inputs.dtype)
     )
