@@ -34,12 +34,13 @@ from .fused_recurrence import eager_float
 
 Tensors = tuple[torch.Tensor, ...]
 
-# Below these sizes the two threads cost more than they save: at two threads, encoder forward and backward
-# took 0.63-0.86x as long with batch 64 and hidden 64 or 96, or batch 32 and hidden 128, and 1.06-1.20x with
-# batch 64-128 and hidden 128-256 (alternating calls on the 2-core Xeon, 2026-12-01). Each step's matmul
-# must be large enough to be worth a thread of its own.
+# Below these sizes the two threads cost more than they save. At two threads (alternating calls on the 2-core
+# Xeon, 2026-12-01), encoder forward and backward ran 0.63-0.86x as fast as `nn.GRU` with batch 64 and
+# hidden 64 or 96, or batch 32 and hidden 128, and 1.0-1.2x with batch 64-128 and hidden 128-256; but in
+# whole training steps only hidden 256 kept a gain (the benchmark's shape: 1.01-1.04x over four A/B runs),
+# while the demo recipe's hidden 192 read 0.95-1.02x.
 MIN_BATCH = 64
-MIN_HIDDEN = 128
+MIN_HIDDEN = 256
 
 # One worker is enough: the calling thread runs the other branch. Made on first use, and again in a forked
 # child (which inherits the pool object but not its thread).
