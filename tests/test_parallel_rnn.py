@@ -67,7 +67,7 @@ def test_both_directions_at_once_equal_the_torch_module(two_threads, rnn_type, l
         torch.testing.assert_close(mine, reference, **TIGHT)
 
 
-def test_the_encoder_runs_it_while_training_and_agrees_with_one_thread(two_threads, monkeypatch):
+def test_the_encoder_runs_it_while_training_and_agrees_with_the_module_path(two_threads, monkeypatch):
     """A training step's loss and gradients with the parallel encoder equal those of the module's own path."""
     torch.manual_seed(0)
     model = Seq2SeqAttnForConditionalGeneration(make_config(encoder_layers=2)).double().train()
