@@ -786,8 +786,8 @@ class Seq2SeqAttnDecoder(nn.Module):
             `W_ih[:, :E] e(y_{t-1}) + b_ih` for all T steps, made in one matmul, time-major `(T, B, G)`: a
             loop over it reads contiguous `(B, G)` steps, and the gradient comes back in the layout it is
             made in. (Loop over it, which unbinds, rather than index `[t]`: each select's backward would
-            zero-fill and add a full `(T, B, G)` gradient.) And `W_ih[:, E:]`, `(G, K or E)`, for the part that is known only inside
-            the loop (c_t in Bahdanau style, ~h_{t-1} with input feeding).
+            zero-fill and add a full `(T, B, G)` gradient.) And `W_ih[:, E:]`, `(G, K or E)`, for the part
+            that is known only inside the loop (c_t in Bahdanau style, ~h_{t-1} with input feeding).
         """
         emb = self.config.embedding_size
         gates_emb = F.linear(

@@ -9,8 +9,8 @@ Measured at the benchmark's shape (B 64, S 30, E 256, H 256, GRU, two threads), 
 91 instead of 105 ms (alternating, 30 calls each); the whole training step ~2% faster.
 
 Scope (`parallel_directions_apply`): a bidirectional RNN without projections, batch and hidden size large
-enough (`MIN_BATCH`, `MIN_HIDDEN`), on CPU with two or more intra-op threads, where a backward may follow, outside `torch.compile`, jit tracing, ONNX export and
-autocast (`fused_recurrence.eager_float`). Layers are stacked on the calling thread, so the dropout between
+enough (`MIN_BATCH`, `MIN_HIDDEN`), on CPU with two or more intra-op threads, where a backward may follow,
+outside `torch.compile`, jit tracing, ONNX export and autocast (`fused_recurrence.eager_float`). Layers are stacked on the calling thread, so the dropout between
 them draws from the generator in the same order every run. `tests/test_parallel_rnn.py` checks outputs and
 gradients against `nn.GRU` / `nn.LSTM` / `nn.RNN` in float64, with and without padding.
 
@@ -205,7 +205,8 @@ def bidirectional_rnn(
         inputs: `(B, S, E)`.
         lengths: `(B,)` real steps per row, or None when no row is padded.
     Returns:
-        states `(B, S, 2H)` (zero at padded steps) and `h_n` `(layers * 2, B, H)`, or `(h_n, c_n)` for an LSTM.
+        states `(B, S, 2H)` (zero at padded steps) and `h_n` `(layers * 2, B, H)`, or `(h_n, c_n)` for an
+        LSTM.
     """
     names = rnn._flat_weights_names  # per layer: forward direction's weights, then the reverse's
     per_layer = len(names) // rnn.num_layers
